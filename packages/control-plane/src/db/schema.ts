@@ -1,0 +1,198 @@
+// Kysely table types; they mirror migrations/*.sql.
+import type { ColumnType, Generated, Insertable, Selectable } from 'kysely';
+
+export type TeamRole = 'owner' | 'admin' | 'member';
+export type UserStatus = 'active' | 'inactive' | 'disabled' | 'deleted';
+export type ActorType = 'user' | 'api_key' | 'system';
+export type AuditScope = 'team' | 'admin';
+export type AuditStatus = 'success' | 'info' | 'warning' | 'error';
+
+type CreatedAt = ColumnType<Date, Date | string | undefined, never>;
+type Timestamp = ColumnType<Date, Date | string | undefined, Date | string>;
+type NullableTimestamp = ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+export type JsonObject = { [key: string]: unknown };
+
+export interface TeamsTable {
+  id: Generated<string>;
+  name: string;
+  slug: string;
+  is_byoc: Generated<boolean>;
+  created_at: CreatedAt;
+  deleted_at: NullableTimestamp;
+}
+
+export interface UsersTable {
+  id: Generated<string>;
+  email: string;
+  password_hash: string | null;
+  name: Generated<string>;
+  is_admin: Generated<boolean>;
+  status: Generated<UserStatus>;
+  created_at: CreatedAt;
+  updated_at: Timestamp;
+  deleted_at: NullableTimestamp;
+}
+
+export interface UsersTeamsTable {
+  user_id: string;
+  team_id: string;
+  is_default: Generated<boolean>;
+  role: Generated<TeamRole>;
+  created_at: CreatedAt;
+}
+
+export interface TeamApiKeysTable {
+  id: Generated<string>;
+  team_id: string;
+  name: string;
+  key_hash: string;
+  key_prefix: string;
+  created_by: string | null;
+  created_at: CreatedAt;
+  last_used: NullableTimestamp;
+}
+
+export interface OAuthProvidersTable {
+  provider: string;
+  provider_id: string;
+  user_id: string;
+  email: Generated<string>;
+  created_at: CreatedAt;
+}
+
+export interface AdminPermissionsTable {
+  id: Generated<string>;
+  user_id: string;
+  permission: string;
+  created_at: CreatedAt;
+}
+
+export interface AuditLogsTable {
+  id: Generated<string>;
+  team_id: string;
+  actor_type: ActorType;
+  actor_id: string | null;
+  actor_name: Generated<string>;
+  resource_type: string;
+  resource_id: string | null;
+  action: string;
+  scope: Generated<AuditScope>;
+  status: Generated<AuditStatus>;
+  // Written as a JSON string (both pg and PGlite cast it to jsonb), read back as an object.
+  metadata: ColumnType<JsonObject, string | undefined, never>;
+  created_at: CreatedAt;
+}
+
+export type HostType = 'regular' | 'byoc';
+export type HostStatus = 'pending' | 'online' | 'offline' | 'draining' | 'unreachable';
+export type CapsuleStatus = 'pending' | 'starting' | 'running' | 'paused' | 'stopped' | 'missing' | 'error';
+export type MetricTier = '10m' | '2h' | '24h';
+type Json = ColumnType<JsonObject, string | undefined, string>;
+
+export interface HostsTable {
+  id: Generated<string>;
+  type: Generated<HostType>;
+  team_id: string | null;
+  provider: Generated<string>;
+  availability_zone: Generated<string>;
+  arch: Generated<string>;
+  cpu_cores: Generated<number>;
+  memory_mb: Generated<number>;
+  disk_gb: Generated<number>;
+  address: Generated<string>;
+  status: Generated<HostStatus>;
+  last_heartbeat_at: NullableTimestamp;
+  metadata: Json;
+  agent_token: Generated<string>;
+  created_by: string | null;
+  created_at: CreatedAt;
+  updated_at: Timestamp;
+}
+
+export interface HostTokensTable {
+  id: Generated<string>;
+  host_id: string;
+  token_hash: string;
+  created_by: string | null;
+  created_at: CreatedAt;
+  expires_at: Timestamp;
+  used_at: NullableTimestamp;
+}
+
+export interface HostTagsTable {
+  host_id: string;
+  tag: string;
+}
+
+export interface HostRefreshTokensTable {
+  id: Generated<string>;
+  host_id: string;
+  token_hash: string;
+  expires_at: Timestamp;
+  created_at: CreatedAt;
+  revoked_at: NullableTimestamp;
+}
+
+export interface SandboxesTable {
+  id: Generated<string>;
+  team_id: string;
+  host_id: string | null;
+  template: Generated<string>;
+  template_id: Generated<string>;
+  template_team_id: Generated<string>;
+  status: Generated<CapsuleStatus>;
+  vcpus: Generated<number>;
+  memory_mb: Generated<number>;
+  disk_size_mb: Generated<number>;
+  timeout_sec: Generated<number>;
+  host_ip: Generated<string>;
+  error: Generated<string>;
+  metadata: Json;
+  created_at: CreatedAt;
+  started_at: NullableTimestamp;
+  last_active_at: NullableTimestamp;
+  last_updated: Timestamp;
+}
+
+export interface SandboxMetricPointsTable {
+  sandbox_id: string;
+  tier: MetricTier;
+  // bigint columns come back as strings from pg; convert with Number() when reading.
+  ts: ColumnType<string, number | string, number | string>;
+  cpu_pct: number;
+  mem_bytes: ColumnType<string, number | string, number | string>;
+  disk_bytes: ColumnType<string, number | string, number | string>;
+}
+
+export interface SandboxMetricsSnapshotsTable {
+  id: Generated<string>;
+  team_id: string;
+  sampled_at: CreatedAt;
+  running_count: number;
+  vcpus_reserved: number;
+  memory_mb_reserved: number;
+}
+
+export interface DB {
+  teams: TeamsTable;
+  users: UsersTable;
+  users_teams: UsersTeamsTable;
+  team_api_keys: TeamApiKeysTable;
+  oauth_providers: OAuthProvidersTable;
+  admin_permissions: AdminPermissionsTable;
+  audit_logs: AuditLogsTable;
+  hosts: HostsTable;
+  host_tokens: HostTokensTable;
+  host_tags: HostTagsTable;
+  host_refresh_tokens: HostRefreshTokensTable;
+  sandboxes: SandboxesTable;
+  sandbox_metric_points: SandboxMetricPointsTable;
+  sandbox_metrics_snapshots: SandboxMetricsSnapshotsTable;
+}
+
+export type UserRow = Selectable<UsersTable>;
+export type TeamRow = Selectable<TeamsTable>;
+export type ApiKeyRow = Selectable<TeamApiKeysTable>;
+export type NewAuditLog = Insertable<AuditLogsTable>;
+export type HostRow = Selectable<HostsTable>;
+export type SandboxRow = Selectable<SandboxesTable>;
