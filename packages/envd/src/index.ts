@@ -1,0 +1,2 @@
+export { startEnvd, type EnvdServer, type StartOptions } from './server.js';
+export { EnvdState, type EnvdOptions } from './state.js';
