@@ -39,6 +39,10 @@ import { teamRoutes } from './routes/teams.js';
 import { userRoutes } from './routes/users.js';
 import { apiKeyRoutes } from './routes/api-keys.js';
 import { auditLogRoutes } from './routes/audit-logs.js';
+import { hostRoutes } from './routes/hosts.js';
+import { capsuleRoutes } from './routes/capsules.js';
+import { HostClientPool } from './hosts/pool.js';
+import { LeastLoadedScheduler, type Scheduler } from './hosts/scheduler.js';
 
 export type App = FastifyInstance<
   RawServerDefault,
@@ -63,6 +67,9 @@ export interface ServerDeps {
   revocationBus?: RevocationBus;
   apiKeyOptions?: ApiKeyAuthOptions;
   bodyLimit?: number;
+  /** Connect clients for host agents (shared with background workers). */
+  hostPool?: HostClientPool;
+  scheduler?: Scheduler;
 }
 
 /** What the routes (and later issues' routes) share. */
@@ -77,6 +84,8 @@ export interface RouteContext {
   publicUrl?: string;
   oauthRedirectUrl?: string;
   version: string;
+  hosts: HostClientPool;
+  scheduler: Scheduler;
   /** Every route registered, in order (docs coverage checks, tooling). */
   routes: RegisteredRoute[];
 }
@@ -144,6 +153,8 @@ export async function buildServer(deps: ServerDeps): Promise<App> {
     publicUrl: deps.publicUrl,
     oauthRedirectUrl: deps.oauthRedirectUrl ?? deps.publicUrl,
     version: deps.version,
+    hosts: deps.hostPool ?? new HostClientPool(),
+    scheduler: deps.scheduler ?? new LeastLoadedScheduler(deps.db),
     routes: [],
   };
   app.decorate('wrenn', ctx);
@@ -253,6 +264,8 @@ export async function buildServer(deps: ServerDeps): Promise<App> {
   userRoutes(app, ctx);
   apiKeyRoutes(app, ctx);
   auditLogRoutes(app, ctx);
+  hostRoutes(app, ctx);
+  capsuleRoutes(app, ctx);
 
   return app;
 }
