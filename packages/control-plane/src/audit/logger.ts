@@ -264,6 +264,65 @@ export class AuditLogger {
     });
   }
 
+  // --- hosts (regular hosts are platform events; BYOC hosts belong to their team) ---
+
+  private hostEvent(
+    actor: AuditActor,
+    host: { id: string; teamId: string | null },
+    action: string,
+    status: AuditStatus,
+    metadata?: JsonObject,
+  ): void {
+    this.record({
+      teamId: host.teamId ?? PLATFORM_UUID,
+      actor,
+      resourceType: 'host',
+      resourceId: formatId('host', host.id),
+      action,
+      scope: host.teamId ? 'team' : 'admin',
+      status,
+      metadata,
+    });
+  }
+
+  hostCreated(actor: AuditActor, host: { id: string; teamId: string | null; type: string }): void {
+    this.hostEvent(actor, host, 'create', 'success', { type: host.type });
+  }
+
+  hostTokenRegenerated(actor: AuditActor, host: { id: string; teamId: string | null }): void {
+    this.hostEvent(actor, host, 'regenerate_token', 'info');
+  }
+
+  hostRegistered(host: { id: string; teamId: string | null; address: string }): void {
+    this.hostEvent(SYSTEM_ACTOR, host, 'register', 'success', { address: host.address });
+  }
+
+  hostDeleted(actor: AuditActor, host: { id: string; teamId: string | null }, destroyed: number): void {
+    this.hostEvent(actor, host, 'delete', 'warning', { destroyed_capsules: destroyed });
+  }
+
+  hostMarkedDown(host: { id: string; teamId: string | null }, missingCapsules: number): void {
+    this.hostEvent(SYSTEM_ACTOR, host, 'marked_down', 'error', { missing_capsules: missingCapsules });
+  }
+
+  hostMarkedUp(host: { id: string; teamId: string | null }): void {
+    this.hostEvent(SYSTEM_ACTOR, host, 'marked_up', 'success');
+  }
+
+  /** The host monitor changed a capsule's state to match what its host reports. */
+  capsuleReconciled(capsule: { id: string; teamId: string }, from: string, to: string, reason: string): void {
+    this.record({
+      teamId: capsule.teamId,
+      actor: SYSTEM_ACTOR,
+      resourceType: 'sandbox',
+      resourceId: formatId('capsule', capsule.id),
+      action: to === 'stopped' ? 'stop' : to === 'paused' ? 'pause' : to,
+      scope: 'team',
+      status: to === 'running' || to === 'paused' ? 'info' : 'warning',
+      metadata: { from, to, reason },
+    });
+  }
+
   // --- API keys ---
 
   apiKeyCreated(actor: AuditActor, key: { id: string; teamId: string; name: string; prefix: string }): void {
