@@ -6,6 +6,7 @@ import { openDatabase, type Database } from './db/connect.js';
 import { migrate } from './db/migrate.js';
 import { openRedis, type RedisHandle } from './redis.js';
 import { buildServer, type App } from './server.js';
+import { HostMonitor } from './hosts/monitor.js';
 
 export interface RunningControlPlane {
   app: App;
@@ -39,6 +40,15 @@ export async function startControlPlane(config: Config, log: Logger): Promise<Ru
       revocationBus: redis?.revocationBus,
     });
     const url = await app.listen({ host: config.listenHost, port: config.listenPort });
+    const monitor = new HostMonitor({
+      db: database.db,
+      pool: app.wrenn.hosts,
+      audit: app.wrenn.audit,
+      log,
+      intervalMs: config.hostMonitorIntervalMs,
+      heartbeatTimeoutMs: config.hostHeartbeatTimeoutMs,
+    });
+    monitor.start();
     log.info(
       {
         url,
@@ -57,6 +67,7 @@ export async function startControlPlane(config: Config, log: Logger): Promise<Ru
       url,
       close() {
         closing ??= (async () => {
+          await monitor.stop();
           await app.close();
           await redis?.close();
           await database.close();

@@ -40,6 +40,10 @@ export interface Config {
   oauthRedirectUrl?: string;
   github?: GitHubOAuthConfig;
   version: string;
+  /** How often the host monitor checks heartbeats and reconciles hosts. */
+  hostMonitorIntervalMs: number;
+  /** A host without a heartbeat for this long is marked unreachable. */
+  hostHeartbeatTimeoutMs: number;
 }
 
 /** A configuration mistake: reported as one line on stderr, exit code 1. */
@@ -174,6 +178,18 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
 
   const { secret, source } = resolveJwtSecret(env.JWT_SECRET, dataDir);
 
+  const seconds = (name: string, fallback: number, min: number, max: number): number => {
+    const raw = get(name);
+    if (raw === undefined) return fallback;
+    const n = Number(raw);
+    if (!/^\d+(\.\d+)?$/.test(raw) || n < min || n > max) {
+      throw new ConfigError(`${name} must be a number of seconds between ${min} and ${max}, got "${raw}"`);
+    }
+    return n;
+  };
+  const hostMonitorIntervalMs = seconds('WRENN_HOST_MONITOR_INTERVAL_SEC', 5, 0.1, 3600) * 1000;
+  const hostHeartbeatTimeoutMs = seconds('WRENN_HOST_HEARTBEAT_TIMEOUT_SEC', 90, 1, 86_400) * 1000;
+
   return {
     listenHost: host,
     listenPort: port,
@@ -188,5 +204,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     oauthRedirectUrl,
     github,
     version: VERSION,
+    hostMonitorIntervalMs,
+    hostHeartbeatTimeoutMs,
   };
 }

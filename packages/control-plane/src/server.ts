@@ -42,6 +42,7 @@ import { auditLogRoutes } from './routes/audit-logs.js';
 import { hostRoutes } from './routes/hosts.js';
 import { capsuleRoutes } from './routes/capsules.js';
 import { HostClientPool } from './hosts/pool.js';
+import { HostTokens } from './hosts/credentials.js';
 import { LeastLoadedScheduler, type Scheduler } from './hosts/scheduler.js';
 
 export type App = FastifyInstance<
@@ -85,6 +86,7 @@ export interface RouteContext {
   oauthRedirectUrl?: string;
   version: string;
   hosts: HostClientPool;
+  hostTokens: HostTokens;
   scheduler: Scheduler;
   /** Every route registered, in order (docs coverage checks, tooling). */
   routes: RegisteredRoute[];
@@ -154,6 +156,7 @@ export async function buildServer(deps: ServerDeps): Promise<App> {
     oauthRedirectUrl: deps.oauthRedirectUrl ?? deps.publicUrl,
     version: deps.version,
     hosts: deps.hostPool ?? new HostClientPool(),
+    hostTokens: new HostTokens(deps.jwtSecret),
     scheduler: deps.scheduler ?? new LeastLoadedScheduler(deps.db),
     routes: [],
   };
@@ -224,6 +227,12 @@ export async function buildServer(deps: ServerDeps): Promise<App> {
             in: 'header',
             name: 'X-API-Key',
             description: 'API key from POST /v1/api-keys.',
+          },
+          hostTokenAuth: {
+            type: 'apiKey',
+            in: 'header',
+            name: 'X-Host-Token',
+            description: 'Host JWT from POST /v1/hosts/register or /v1/hosts/auth/refresh (host agents only).',
           },
         },
       },

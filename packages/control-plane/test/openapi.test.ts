@@ -52,10 +52,11 @@ describe('OpenAPI', () => {
         assert.ok(op.summary, `${m} ${p} has no summary`);
         for (const [status, r] of Object.entries(op.responses as Record<string, Json>)) {
           if (Number(status) >= 400) {
-            assert.equal(
-              r.content['application/json'].schema.$ref,
-              '#/components/schemas/Error',
-              `${m} ${p} ${status}`,
+            // The shared Error schema, or one that extends it with details (e.g. the capsules blocking a delete).
+            const ref = r.content['application/json'].schema.$ref as string;
+            assert.ok(
+              ref === '#/components/schemas/Error' || ref === '#/components/schemas/HostHasCapsulesError',
+              `${m} ${p} ${status}: ${ref}`,
             );
           }
         }
@@ -63,7 +64,8 @@ describe('OpenAPI', () => {
     }
     assert.ok(doc.components.schemas.Error);
     assert.ok(doc.components.schemas.AuthResponse);
-    assert.deepEqual(Object.keys(doc.components.securitySchemes).sort(), ['apiKeyAuth', 'bearerAuth']);
+    assert.deepEqual(Object.keys(doc.components.securitySchemes).sort(), ['apiKeyAuth', 'bearerAuth', 'hostTokenAuth']);
+    assert.deepEqual(doc.paths['/v1/hosts/{id}/heartbeat'].post.security, [{ hostTokenAuth: [] }]);
     assert.deepEqual(doc.paths['/v1/api-keys/current'].get.security, [{ apiKeyAuth: [] }]);
     assert.deepEqual(doc.paths['/v1/me'].get.security, [{ bearerAuth: [] }]);
   });

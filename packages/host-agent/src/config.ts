@@ -20,6 +20,9 @@ export interface AgentConfig {
   /** When set, every RPC must carry `Authorization: Bearer <token>`. */
   agentToken: string | null;
   logLevel: LogLevel;
+  /** WRENN_CP_URL: the control plane to register with and heartbeat to (optional for a standalone agent). */
+  cpUrl: string | null;
+  heartbeatIntervalMs: number;
 }
 
 export class ConfigError extends Error {
@@ -93,8 +96,31 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AgentConfig {
     throw new ConfigError(`LOG_LEVEL must be one of ${LOG_LEVELS.join(', ')}, got "${env.LOG_LEVEL}"`);
   }
 
+  let cpUrl: string | null = null;
+  if (env.WRENN_CP_URL) {
+    let url: URL | null = null;
+    try {
+      url = new URL(env.WRENN_CP_URL);
+    } catch {
+      // reported below
+    }
+    if (!url || (url.protocol !== 'http:' && url.protocol !== 'https:')) {
+      throw new ConfigError(`WRENN_CP_URL must be an http(s) URL, got "${env.WRENN_CP_URL}"`);
+    }
+    cpUrl = env.WRENN_CP_URL.replace(/\/+$/, '');
+  }
+  const hbRaw = env.WRENN_HEARTBEAT_INTERVAL_SEC || '30';
+  const hb = Number(hbRaw);
+  if (!/^\d+(\.\d+)?$/.test(hbRaw) || hb < 0.1 || hb > 3600) {
+    throw new ConfigError(
+      `WRENN_HEARTBEAT_INTERVAL_SEC must be a number of seconds between 0.1 and 3600, got "${hbRaw}"`,
+    );
+  }
+
   return {
     dataDir,
+    cpUrl,
+    heartbeatIntervalMs: hb * 1000,
     listenHost: host,
     listenPort: port,
     netPrefix,
