@@ -1,1 +1,3 @@
-export {};
+export { buildProgram, describeError, main, CliError } from './program.js';
+export * from './parse.js';
+export * from './format.js';

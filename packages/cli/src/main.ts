@@ -1,2 +1,5 @@
 #!/usr/bin/env node
-export {};
+// Entry point of the `wrenn` command.
+import { main } from './program.js';
+
+process.exitCode = await main(process.argv);

@@ -81,10 +81,21 @@ export class Capsule {
     return capsule;
   }
 
+  /**
+   * An instance for a capsule id without any request and whatever its state
+   * (e.g. to pause or resume it). `connect` is what you usually want.
+   */
+  static attach(id: string, opts: ConnectionOpts = {}): Capsule {
+    return new Capsule(checkId(id), new ApiClient(resolveConfig(opts)));
+  }
+
   /** Attaches to an existing capsule, resuming it if it is paused. */
-  static async connect(id: string, opts: ConnectionOpts = {}): Promise<Capsule> {
-    const capsule = new Capsule(checkId(id), new ApiClient(resolveConfig(opts)));
+  static async connect(id: string, opts: ConnectionOpts & { autoResume?: boolean } = {}): Promise<Capsule> {
+    const capsule = Capsule.attach(id, opts);
     const info = await capsule.rawInfo();
+    if (info.status === 'paused' && opts.autoResume === false) {
+      throw new ConflictError(`capsule ${id} is paused`, 'invalid_state');
+    }
     if (info.status === 'paused') await capsule.resume();
     else await capsule.waitRunning(info);
     return capsule;
