@@ -4,8 +4,7 @@
 // Ctrl-C stops everything.
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, writeFileSync, chmodSync, renameSync } from 'node:fs';
-import net from 'node:net';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync, chmodSync, renameSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -114,23 +113,26 @@ async function waitFor(what, fn, timeoutMs = 120_000) {
   }
 }
 
-/** The secret the host agent requires on every RPC, kept in the data directory. */
-function agentToken() {
-  const file = path.join(DATA_DIR, 'agent-token');
-  if (!existsSync(file)) {
-    mkdirSync(DATA_DIR, { recursive: true });
-    writeFileSync(file, randomBytes(32).toString('hex') + '\n', { mode: 0o600 });
-  }
-  return readFileSync(file, 'utf8').trim();
-}
+const CREDENTIALS = path.join(DATA_DIR, 'host-credentials.json');
 
-function agentListening(addr) {
-  const i = addr.lastIndexOf(':');
-  return new Promise((resolve) => {
-    const socket = net.connect({ host: addr.slice(0, i), port: Number(addr.slice(i + 1)) });
-    socket.once('connect', () => (socket.destroy(), resolve(true)));
-    socket.once('error', () => resolve(false));
+/**
+ * Registers this machine's host agent the first time (POST /v1/hosts, then
+ * `--register <token> --address <addr>`); later starts reuse its saved
+ * credentials unless the control plane no longer knows the host.
+ */
+async function agentArgs(token) {
+  if (existsSync(CREDENTIALS)) {
+    const { host_id: hostId } = JSON.parse(readFileSync(CREDENTIALS, 'utf8'));
+    const res = await fetch(`${API_URL}/v1/hosts/${hostId}`, { headers: { authorization: `Bearer ${token}` } });
+    if (res.ok) return { args: [], hostId };
+    say('the saved host is unknown to the control plane; registering again');
+    rmSync(CREDENTIALS, { force: true });
+  }
+  const { host, registration_token } = await api('POST', '/v1/hosts', {
+    token,
+    body: { type: 'regular', provider: 'local' },
   });
+  return { args: ['--register', registration_token, '--address', AGENT_ADDR], hostId: host.id };
 }
 
 async function main() {
@@ -177,14 +179,18 @@ async function main() {
     env.WRENN_API_KEY ||
     (await api('POST', '/v1/api-keys', { token, body: { name: 'npm start' } })).key;
 
-  // The host agent runs beside the control plane. Registering it with the
-  // control plane (host records, heartbeats, scheduling) is the next piece of work.
-  run('host agent', [AGENT_MAIN], {
+  // The host agent, registered with the control plane. On Ctrl-C it destroys its capsules.
+  const agent = await agentArgs(token);
+  run('host agent', [AGENT_MAIN, ...agent.args], {
     WRENN_DIR: DATA_DIR,
     WRENN_HOST_LISTEN_ADDR: AGENT_ADDR,
-    WRENN_AGENT_TOKEN: agentToken(),
+    WRENN_CP_URL: `http://127.0.0.1:${CP_PORT}`,
+    WRENN_DESTROY_ON_EXIT: 'true',
   });
-  await waitFor('the host agent', () => agentListening(AGENT_ADDR));
+  await waitFor('the host agent to come online', async () => {
+    const h = await api('GET', `/v1/hosts/${agent.hostId}`, { token });
+    return h.status === 'online';
+  });
 
   writeDevEnv({
     WRENN_BASE_URL: API_URL,
@@ -201,9 +207,9 @@ async function main() {
       `  Dashboard:  ${API_URL}/`,
       `  API key:    ${apiKey}`,
       `  Admin:      ${adminEmail} (password in .wrenn/dev.env)`,
-      `  Host agent: ${AGENT_ADDR} (Connect RPC)`,
+      `  Host agent: ${AGENT_ADDR} (${agent.hostId})`,
       '',
-      `Try:  curl -s ${API_URL}/v1/api-keys/current -H "X-API-Key: ${apiKey}"`,
+      `Try:  curl -s -X POST ${API_URL}/v1/capsules -H "X-API-Key: ${apiKey}"`,
       'Ctrl-C stops everything.',
       '',
     ].join('\n'),

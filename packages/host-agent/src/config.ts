@@ -23,6 +23,8 @@ export interface AgentConfig {
   /** WRENN_CP_URL: the control plane to register with and heartbeat to (optional for a standalone agent). */
   cpUrl: string | null;
   heartbeatIntervalMs: number;
+  /** WRENN_DESTROY_ON_EXIT: SIGTERM/SIGINT destroy every capsule first (single-machine `npm start`). */
+  destroyOnExit: boolean;
 }
 
 export class ConfigError extends Error {
@@ -117,9 +119,15 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AgentConfig {
     );
   }
 
+  const destroyRaw = (env.WRENN_DESTROY_ON_EXIT || 'false').toLowerCase();
+  if (!['1', '0', 'true', 'false'].includes(destroyRaw)) {
+    throw new ConfigError(`WRENN_DESTROY_ON_EXIT must be true or false, got "${env.WRENN_DESTROY_ON_EXIT}"`);
+  }
+
   return {
     dataDir,
     cpUrl,
+    destroyOnExit: destroyRaw === '1' || destroyRaw === 'true',
     heartbeatIntervalMs: hb * 1000,
     listenHost: host,
     listenPort: port,

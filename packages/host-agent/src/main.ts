@@ -169,6 +169,20 @@ async function main(): Promise<void> {
   const stop = (signal: string) => {
     if (stopping) return;
     stopping = true;
+    if (config.destroyOnExit) {
+      log.info({ signal }, 'stopping; destroying every capsule (WRENN_DESTROY_ON_EXIT)');
+      void (async () => {
+        await heartbeat?.stop();
+        await manager.reaper.stop();
+        const failed = await manager.destroyAll();
+        if (!failed.length)
+          await runtime.net.removeHostSetup().catch((err) => log.error({ err }, 'removing rules failed'));
+        shutdown.abort();
+        await Promise.all([server.close(), manager.stop()]);
+        process.exit(failed.length ? 1 : 0);
+      })();
+      return;
+    }
     log.info({ signal }, 'stopping; capsules keep running and are re-adopted at the next start');
     shutdown.abort();
     void Promise.all([server.close(), manager.stop(), heartbeat?.stop()]).finally(() => process.exit(0));

@@ -20,6 +20,7 @@ test('defaults', () => {
     logLevel: 'info',
     cpUrl: null,
     heartbeatIntervalMs: 30_000,
+    destroyOnExit: false,
   });
 });
 
@@ -70,6 +71,7 @@ test('bad values: one clear error naming the variable', () => {
     [{ WRENN_CP_URL: 'not a url' }, /WRENN_CP_URL/],
     [{ WRENN_HEARTBEAT_INTERVAL_SEC: '0' }, /WRENN_HEARTBEAT_INTERVAL_SEC/],
     [{ WRENN_HEARTBEAT_INTERVAL_SEC: 'soon' }, /WRENN_HEARTBEAT_INTERVAL_SEC/],
+    [{ WRENN_DESTROY_ON_EXIT: 'maybe' }, /WRENN_DESTROY_ON_EXIT must be true or false/],
   ];
   for (const [env, re] of bad) {
     assert.throws(
