@@ -20,7 +20,7 @@ export interface RunOpts {
   cwd?: string;
   /** User to run as (default: the template's user). */
   user?: string;
-  /** Kill the command after this long (default 30 s for foreground commands; 0 = the server's limit). */
+  /** Kill the command after this long (default: 30 s for collected runs, none for streamed ones; 0 = a day, the API's limit). */
   timeoutMs?: number;
   /** Start it and return a handle right away. */
   background?: boolean;
@@ -37,6 +37,9 @@ export interface ConnectOpts {
 }
 
 export type Signal = 'SIGKILL' | 'SIGTERM';
+
+/** The longest command timeout the API accepts (one day). */
+const MAX_TIMEOUT_SEC = 86_400;
 
 /** The output of one process over a WebSocket (exec/stream or processes/{selector}/stream). */
 class OutputStream {
@@ -164,7 +167,16 @@ export class Commands {
     if (typeof cmd !== 'string' || cmd === '')
       throw new InvalidArgumentError('cmd must be a non-empty string', 'invalid_request');
     const [program, args] = opts.args ? [cmd, opts.args] : ['/bin/bash', ['-c', cmd]];
-    const timeoutSec = opts.timeoutMs === undefined ? undefined : Math.ceil(opts.timeoutMs / 1000);
+    if (opts.timeoutMs !== undefined && !(opts.timeoutMs >= 0)) {
+      throw new InvalidArgumentError('timeoutMs must be a non-negative number', 'invalid_request');
+    }
+    // 0 means no limit of ours: the longest the API allows.
+    const timeoutSec =
+      opts.timeoutMs === undefined
+        ? undefined
+        : opts.timeoutMs === 0
+          ? MAX_TIMEOUT_SEC
+          : Math.ceil(opts.timeoutMs / 1000);
     if (opts.background) return this.runBackground(program, args, opts);
     if (opts.onStdout || opts.onStderr) return this.runStreamed(program, args, timeoutSec, opts);
 
@@ -205,7 +217,7 @@ export class Commands {
         ...commonFields(opts),
       }),
     );
-    if (!timeoutSec) return stream.done;
+    if (!timeoutSec || timeoutSec >= MAX_TIMEOUT_SEC) return stream.done;
     // Also enforced here, in case the server has no deadline of its own for streams.
     let timer: NodeJS.Timeout | undefined;
     const timedOut = new Promise<never>((_, reject) => {
