@@ -116,7 +116,7 @@ async function main(): Promise<void> {
         const failed = await manager.destroyAll();
         if (failed.length) log.error({ failed }, 'some capsules could not be destroyed cleanly');
         // The agent is being retired: its firewall chains go too (unless capsules remain).
-        else await runtime.net.removeHostSetup().catch((err) => log.error({ err }, 'removing network rules failed'));
+        else await runtime.removeHostSetup().catch((err) => log.error({ err }, 'removing network rules failed'));
         shutdown.abort();
         await manager.stop();
         await server.close();
@@ -144,7 +144,7 @@ async function main(): Promise<void> {
       if (!(err instanceof RegistrationError)) throw err;
       await Promise.all([server.close(), manager.stop()]);
       // A first start that failed leaves no firewall chains behind.
-      if (manager.counts().running + manager.counts().paused === 0) await runtime.net.removeHostSetup().catch(() => {});
+      if (manager.counts().running + manager.counts().paused === 0) await runtime.removeHostSetup().catch(() => {});
       die(err.message);
     }
     log.info({ hostId: creds.host_id, cp: creds.cp_url }, 'registered with the control plane');
@@ -175,8 +175,7 @@ async function main(): Promise<void> {
         await heartbeat?.stop();
         await manager.reaper.stop();
         const failed = await manager.destroyAll();
-        if (!failed.length)
-          await runtime.net.removeHostSetup().catch((err) => log.error({ err }, 'removing rules failed'));
+        if (!failed.length) await runtime.removeHostSetup().catch((err) => log.error({ err }, 'removing rules failed'));
         shutdown.abort();
         await Promise.all([server.close(), manager.stop()]);
         process.exit(failed.length ? 1 : 0);

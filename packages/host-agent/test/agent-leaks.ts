@@ -45,6 +45,8 @@ export async function findLeaks(prefix: string, dataDir: string, opts: { retired
       continue;
     }
     for (const d of children) leaks.push(`cgroup ${path.join(parent, d.name)}`);
+    // A retired agent removes its (empty) parent cgroups too.
+    if (opts.retired && children.length === 0) leaks.push(`cgroup parent ${parent}`);
   }
   const runcRoot = path.join(root, 'runc');
   if (fs.existsSync(runcRoot)) {

@@ -43,6 +43,15 @@ export async function listCapsuleCgroups(prefix: string): Promise<{ dir: string;
   return found;
 }
 
+/** Removes this agent's (empty) parent cgroups; one that still holds capsules is left alone. */
+export async function removeParents(prefix: string): Promise<void> {
+  for (const h of await hierarchies()) {
+    await fs.rmdir(path.join(h, cgroupParent(prefix))).catch((err: NodeJS.ErrnoException) => {
+      if (err.code !== 'ENOENT' && err.code !== 'EBUSY' && err.code !== 'ENOTEMPTY') throw err;
+    });
+  }
+}
+
 async function readPids(dir: string): Promise<number[]> {
   const text = await fs.readFile(path.join(dir, 'cgroup.procs'), 'utf8').catch(() => '');
   return text.split('\n').filter(Boolean).map(Number);

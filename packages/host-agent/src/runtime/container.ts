@@ -23,6 +23,7 @@ import {
   cgroupParent,
   hierarchies,
   listCapsuleCgroups,
+  removeParents,
   readStats,
   removeCgroup,
   swapAccounting,
@@ -535,9 +536,10 @@ export class ContainerRuntime implements Runtime {
     return errors;
   }
 
-  /** Removes this agent's iptables chains (for retiring an agent or a test's end); capsules should be gone. */
-  removeHostSetup(): Promise<void> {
-    return this.net.removeHostSetup();
+  /** Removes this agent's iptables chains and parent cgroups (retiring an agent, a test's end); capsules should be gone. */
+  async removeHostSetup(): Promise<void> {
+    await this.net.removeHostSetup();
+    await removeParents(this.prefix);
   }
 
   /** Path of one of a capsule's cgroup directories (for inspection). */
