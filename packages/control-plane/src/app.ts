@@ -7,6 +7,7 @@ import { migrate } from './db/migrate.js';
 import { openRedis, type RedisHandle } from './redis.js';
 import { buildServer, type App } from './server.js';
 import { HostMonitor } from './hosts/monitor.js';
+import { CapsuleStatsSampler } from './capsules/stats.js';
 
 export interface RunningControlPlane {
   app: App;
@@ -49,6 +50,8 @@ export async function startControlPlane(config: Config, log: Logger): Promise<Ru
       heartbeatTimeoutMs: config.hostHeartbeatTimeoutMs,
     });
     monitor.start();
+    const capsuleStats = new CapsuleStatsSampler(database.db, log);
+    capsuleStats.start();
     log.info(
       {
         url,
@@ -68,6 +71,7 @@ export async function startControlPlane(config: Config, log: Logger): Promise<Ru
       close() {
         closing ??= (async () => {
           await monitor.stop();
+          await capsuleStats.stop();
           await app.close();
           await redis?.close();
           await database.close();

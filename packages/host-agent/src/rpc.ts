@@ -26,6 +26,7 @@ import {
   type WriteFileStreamRequest,
 } from '@wrenn/contracts/gen/hostagent/v1/hostagent_pb';
 import { Code, ConnectError, invalidArgument } from './errors.js';
+import { CapsuleProxy } from './proxy.js';
 import type { CapsuleInfo, FileInfo, Logger, ProcEvent, SandboxManager, Selector } from './manager.js';
 import { METRIC_RANGES, isMetricRange, type MetricSample } from './metrics.js';
 import {
@@ -77,7 +78,14 @@ export class AgentServer {
       acceptCompression: [],
       shutdownSignal: opts.shutdownSignal,
     });
-    this.h1 = http.createServer({ keepAliveTimeout: 620_000, requestTimeout: 0 }, handler);
+    // HTTP/1.1 also carries the capsule port proxy (/proxy/…, including WebSocket upgrades).
+    const proxy = new CapsuleProxy({ manager: opts.manager, token: opts.token, log: opts.log });
+    this.h1 = http.createServer({ keepAliveTimeout: 620_000, requestTimeout: 0 }, (req, res) =>
+      CapsuleProxy.matches(req) ? proxy.handleRequest(req, res) : void handler(req, res),
+    );
+    this.h1.on('upgrade', (req: http.IncomingMessage, socket: net.Socket, head: Buffer) =>
+      CapsuleProxy.matches(req) ? proxy.handleUpgrade(req, socket, head) : socket.destroy(),
+    );
     this.h2 = http2.createServer({}, handler);
     this.tcp = net.createServer((socket) => this.sniff(socket));
   }

@@ -350,4 +350,55 @@ export class AuditLogger {
       metadata: { name: key.name },
     });
   }
+
+  // --- capsules (resource type "sandbox", like the host monitor's reconcile events) ---
+
+  private capsuleEvent(
+    actor: AuditActor,
+    capsule: { id: string; teamId: string },
+    action: string,
+    status: AuditStatus,
+    metadata?: JsonObject,
+  ): void {
+    this.record({
+      teamId: capsule.teamId,
+      actor,
+      resourceType: 'sandbox',
+      resourceId: formatId('capsule', capsule.id),
+      action,
+      scope: 'team',
+      status,
+      metadata,
+    });
+  }
+
+  capsuleCreated(
+    actor: AuditActor,
+    capsule: { id: string; teamId: string },
+    spec: { template: string; vcpus: number; memoryMb: number; diskSizeMb: number; hostId: string },
+  ): void {
+    this.capsuleEvent(actor, capsule, 'create', 'success', {
+      template: spec.template,
+      vcpus: spec.vcpus,
+      memory_mb: spec.memoryMb,
+      disk_size_mb: spec.diskSizeMb,
+      host_id: formatId('host', spec.hostId),
+    });
+  }
+
+  capsuleCreateFailed(actor: AuditActor, capsule: { id: string; teamId: string }, reason: string): void {
+    this.capsuleEvent(actor, capsule, 'create', 'error', { reason });
+  }
+
+  capsulePaused(actor: AuditActor, capsule: { id: string; teamId: string }): void {
+    this.capsuleEvent(actor, capsule, 'pause', 'success');
+  }
+
+  capsuleResumed(actor: AuditActor, capsule: { id: string; teamId: string }): void {
+    this.capsuleEvent(actor, capsule, 'resume', 'success');
+  }
+
+  capsuleDestroyed(actor: AuditActor, capsule: { id: string; teamId: string }, from: string): void {
+    this.capsuleEvent(actor, capsule, 'destroy', 'warning', { from });
+  }
 }

@@ -147,7 +147,10 @@ export interface SandboxesTable {
   timeout_sec: Generated<number>;
   host_ip: Generated<string>;
   error: Generated<string>;
+  /** The user's labels (string → string); filterable in GET /v1/capsules. */
   metadata: Json;
+  /** What the host agent reported at create/resume (runtime, versions). */
+  agent_metadata: Json;
   created_at: CreatedAt;
   started_at: NullableTimestamp;
   last_active_at: NullableTimestamp;
