@@ -318,7 +318,10 @@ export function hostRoutes(app: App, ctx: RouteContext): void {
         tags: ['hosts'],
         security,
         params: HostIdParams,
-        querystring: Type.Object({ force: Type.Optional(Type.Boolean()) }, { additionalProperties: false }),
+        querystring: Type.Object(
+          { force: Type.Optional(StringEnum(['true', 'false'])) },
+          { additionalProperties: false },
+        ),
         response: {
           204: Type.Null({ description: 'Deleted' }),
           409: Type.Ref(HostHasCapsulesError),
@@ -329,7 +332,7 @@ export function hostRoutes(app: App, ctx: RouteContext): void {
     async (request, reply) => {
       const host = await loadHost(request, request.params.id, true);
       const ids = await activeCapsuleIds(host.id);
-      if (ids.length > 0 && !request.query.force) {
+      if (ids.length > 0 && request.query.force !== 'true') {
         return reply.code(409).send({
           error: {
             code: 'host_has_sandboxes',
