@@ -201,7 +201,11 @@ export function buildProgram(): Command {
     .description('destroy a capsule')
     .argument('<id>', 'capsule id')
     .action(async (id: string) => {
-      if (!(await Capsule.kill(id))) throw new CliError(`capsule ${id} not found`);
+      // Unknown ids fail here with the API's "capsule … not found".
+      const info = await Capsule.getInfo(id);
+      if (info.status === 'stopped' || !(await Capsule.attach(id).kill())) {
+        throw new CliError(`capsule ${id} is already destroyed`);
+      }
       out(`${id} destroyed`);
     });
 

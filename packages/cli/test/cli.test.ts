@@ -109,7 +109,7 @@ describe('capsules', () => {
 
     const destroy = await wrenn(['destroy', c.id]);
     assert.equal(destroy.code, 0, destroy.stderr);
-    assertFails(await wrenn(['kill', c.id]), new RegExp(`capsule ${c.id} not found`), 1);
+    assertFails(await wrenn(['kill', c.id]), new RegExp(`capsule ${c.id} is already destroyed`), 1);
   });
 
   test('templates list prints the templates or one clear line', async () => {

@@ -31,8 +31,8 @@ export interface CapsuleCreateOpts extends ConnectionOpts {
 }
 
 export interface CapsuleListOpts extends ConnectionOpts {
-  /** Only capsules in this state. */
-  status?: CapsuleStatus;
+  /** Only capsules in these states (default: all but stopped and error). */
+  status?: CapsuleStatus | CapsuleStatus[];
   /** Only capsules whose metadata has all these key/values. */
   metadata?: Record<string, string>;
 }
@@ -104,13 +104,15 @@ export class Capsule {
   /** Your team's capsules (stopped ones are not listed), newest first. */
   static async list(opts: CapsuleListOpts = {}): Promise<CapsuleInfo[]> {
     const api = new ApiClient(resolveConfig(opts));
-    const query: Record<string, string | undefined> = { status: opts.status };
-    for (const [k, v] of Object.entries(opts.metadata ?? {})) query[`metadata[${k}]`] = v;
+    const status = Array.isArray(opts.status) ? opts.status.join(',') : opts.status;
+    // One parameter holding URL-encoded `k=v&k2=v2` (as in E2B).
+    const metadata = opts.metadata ? new URLSearchParams(opts.metadata).toString() : undefined;
+    const query = { status, metadata };
     const list = await api.json<CapsuleWire[]>('GET', '/v1/capsules', { query });
     return list.map(toCapsuleInfo);
   }
 
-  /** Destroys a capsule by id; false if there was no such capsule. */
+  /** Destroys a capsule by id; false if it was already destroyed or never existed. */
   static async kill(id: string, opts: ConnectionOpts = {}): Promise<boolean> {
     const api = new ApiClient(resolveConfig(opts));
     return destroy(api, checkId(id));
@@ -159,7 +161,7 @@ export class Capsule {
     return toCapsuleInfo(await this.waitRunning(w));
   }
 
-  /** Destroys the capsule; false if it was already gone. */
+  /** Destroys the capsule; false if it was already destroyed or never existed. */
   kill(): Promise<boolean> {
     return destroy(this.api, this.id);
   }
@@ -213,6 +215,9 @@ export class Capsule {
 
 async function destroy(api: ApiClient, id: string): Promise<boolean> {
   try {
+    // The API answers 204 for a capsule already stopped; tell that case apart.
+    const cur = await api.json<CapsuleWire>('GET', `/v1/capsules/${encodeURIComponent(id)}`);
+    if (cur.status === 'stopped') return false;
     await api.request('DELETE', `/v1/capsules/${encodeURIComponent(id)}`, {
       timeoutMs: Math.max(api.config.requestTimeoutMs, 2 * 60_000),
     });

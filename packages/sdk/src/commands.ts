@@ -1,7 +1,7 @@
 // capsule.commands: run commands (collected, streamed, or in the background),
 // list, kill and reconnect to processes.
 import type WebSocket from 'ws';
-import { InvalidArgumentError, NotFoundError, TimeoutError, WrennError, errorFromMessage } from './errors.js';
+import { InvalidArgumentError, NotFoundError, TimeoutError, errorFromClose } from './errors.js';
 import { parseFrame, type ApiClient } from './http.js';
 import type { ProcessInfo } from './types.js';
 
@@ -64,6 +64,7 @@ class OutputStream {
     // Nobody may be listening to one of them (e.g. a handle never waited on).
     this.started.catch(() => {});
     this.done.catch(() => {});
+    let lastError: string | undefined;
     const fail = (e: Error) => {
       if (this.settled) return;
       this.settled = true;
@@ -95,11 +96,13 @@ class OutputStream {
           ws.close();
           break;
         case 'error':
-          fail(errorFromMessage(data || 'the process stream failed', typeof m.code === 'string' ? m.code : undefined));
+          // Non-fatal ones (e.g. the exit status in words) come before `exit`; a
+          // fatal one before the close, whose code carries the HTTP status.
+          if (m.fatal !== false) lastError = data || 'the process stream failed';
           break;
       }
     });
-    ws.on('close', () => fail(new WrennError('the connection closed before the process exited', 'stream_closed')));
+    ws.on('close', (code, reason) => fail(errorFromClose(code, reason.toString(), lastError)));
   }
 
   /** Ends the stream; a process started by exec/stream is stopped by the server. */
@@ -281,7 +284,7 @@ export class Commands {
       await this.api.request('DELETE', this.path(`/processes/${encodeURIComponent(sel)}`), { query: { signal } });
       return true;
     } catch (err) {
-      if (err instanceof NotFoundError && !/capsule/i.test(err.message)) return false;
+      if (err instanceof NotFoundError && err.code !== 'capsule_not_found') return false;
       throw err;
     }
   }

@@ -102,6 +102,37 @@ export function errorFromResponse(status: number, body: string): WrennError {
   return new Cls(message, code, status);
 }
 
+const CODE_BY_STATUS: Record<number, string> = {
+  400: 'invalid_request',
+  401: 'unauthorized',
+  403: 'forbidden',
+  404: 'not_found',
+  408: 'request_timeout',
+  409: 'conflict',
+  413: 'too_large',
+  429: 'rate_limited',
+  502: 'agent_error',
+  503: 'unavailable',
+  504: 'timeout',
+};
+
+/** The typed error for a status known without a body (e.g. a WebSocket close code 4000 + status). */
+export function errorFromStatus(status: number, message: string): WrennError {
+  const Cls = BY_STATUS[status] ?? WrennError;
+  return new Cls(message, CODE_BY_STATUS[status] ?? `http_${status}`, status);
+}
+
+/**
+ * Why a WebSocket session ended early. The server sends `{"type":"error","data"}`
+ * and closes with 4000 + the HTTP status the failure would have had.
+ */
+export function errorFromClose(closeCode: number, reason: string, lastError: string | undefined): WrennError {
+  const message = lastError || reason || 'the connection closed before the process exited';
+  if (closeCode >= 4400 && closeCode < 4600) return errorFromStatus(closeCode - 4000, message);
+  if (lastError) return errorFromMessage(lastError);
+  return new WrennError(message, 'stream_closed');
+}
+
 /**
  * An error frame received on a WebSocket (`{"type":"error","data":"…","code"?}`):
  * there is no status, so the class comes from the code when the server sends

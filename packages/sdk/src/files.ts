@@ -146,7 +146,7 @@ export class Files {
       return entries.find((e) => e.name === path.basename(normal)) ?? null;
     } catch (err) {
       // A missing parent, or a parent that is a file.
-      if (err instanceof NotFoundError && !/capsule/i.test(err.message)) return null;
+      if (err instanceof NotFoundError && err.code !== 'capsule_not_found') return null;
       if (err instanceof InvalidArgumentError) return null;
       throw err;
     }

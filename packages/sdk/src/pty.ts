@@ -1,7 +1,7 @@
 // capsule.pty: interactive terminals over the /pty WebSocket. The terminal
 // survives a disconnect; reconnect with its tag (output from then on).
 import type WebSocket from 'ws';
-import { InvalidArgumentError, WrennError, errorFromMessage } from './errors.js';
+import { InvalidArgumentError, WrennError, errorFromClose } from './errors.js';
 import { parseFrame, type ApiClient } from './http.js';
 
 export interface PtySize {
@@ -38,8 +38,6 @@ export class PtyHandle {
   constructor(
     private readonly ws: WebSocket,
     onData: ((data: Uint8Array) => void) | undefined,
-    /** In connect mode the server sends no `started`: the first frame (or none) is enough. */
-    expectStarted: boolean,
   ) {
     let readyOk!: () => void;
     let readyFail!: (e: Error) => void;
@@ -49,7 +47,7 @@ export class PtyHandle {
     this.exited = new Promise((res, rej) => ((exitOk = res), (exitFail = rej)));
     this.ready.catch(() => {});
     this.exited.catch(() => {});
-    if (!expectStarted) readyOk();
+    let lastError: string | undefined;
     const fail = (e: Error) => {
       if (this.settled) return;
       this.settled = true;
@@ -76,20 +74,21 @@ export class PtyHandle {
           exitOk({ exitCode: this.exitCode });
           ws.close();
           break;
+        case 'ping':
+          // The server closes connections it has not heard from in 120 s.
+          if (ws.readyState === ws.OPEN) ws.send(JSON.stringify({ type: 'pong' }));
+          break;
         case 'error':
-          // Non-fatal errors (a dropped input frame) leave the session usable.
-          if (m.fatal !== false) {
-            fail(errorFromMessage(String(m.data ?? 'terminal error'), typeof m.code === 'string' ? m.code : undefined));
-          }
+          // Non-fatal errors (a dropped input frame) leave the session usable;
+          // a fatal one comes before the close, whose code carries the HTTP status.
+          if (m.fatal !== false) lastError = String(m.data ?? 'terminal error');
           break;
       }
     });
-    ws.on('close', () =>
-      fail(new WrennError('the terminal connection closed before the process exited', 'stream_closed')),
-    );
+    ws.on('close', (code, reason) => fail(errorFromClose(code, reason.toString(), lastError)));
   }
 
-  /** Resolves once the server confirmed the terminal started. */
+  /** Resolves once the server confirmed the terminal runs (`started`, also sent on reconnect). */
   waitReady(): Promise<void> {
     return this.ready;
   }
@@ -145,7 +144,7 @@ export class Pty {
     const rows = opts.rows ?? 24;
     checkSize(cols, rows);
     const ws = await this.api.openSocket(this.path());
-    const handle = new PtyHandle(ws, opts.onData, true);
+    const handle = new PtyHandle(ws, opts.onData);
     ws.send(
       JSON.stringify({
         type: 'start',
@@ -166,9 +165,10 @@ export class Pty {
   async connect(tag: string, opts: PtyConnectOpts = {}): Promise<PtyHandle> {
     if (!tag) throw new InvalidArgumentError('tag must not be empty', 'invalid_request');
     const ws = await this.api.openSocket(this.path());
-    const handle = new PtyHandle(ws, opts.onData, false);
+    const handle = new PtyHandle(ws, opts.onData);
     handle.tag = tag;
     ws.send(JSON.stringify({ type: 'connect', tag }));
+    await handle.waitReady();
     return handle;
   }
 }

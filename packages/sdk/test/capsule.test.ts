@@ -2,6 +2,7 @@
 // capsules with envd inside, driven only through @wrenn/sdk.
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
+import http from 'node:http';
 import { Readable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import { startPlatform, type Platform } from '@wrenn/testkit';
@@ -87,6 +88,43 @@ describe('lifecycle', () => {
     assert.throws(() => capsule.getHost(0), InvalidArgumentError);
   });
 
+  test('getHost reaches a server in the capsule through the port proxy', async () => {
+    await capsule.files.write('/tmp/www/hello.txt', 'served from the capsule\n');
+    const server = await capsule.commands.run('python3 -m http.server 8080 --bind 0.0.0.0', {
+      background: true,
+      cwd: '/tmp/www',
+    });
+    try {
+      const get = () =>
+        new Promise<{ status: number; body: string }>((resolve, reject) => {
+          const u = new URL(p.baseUrl);
+          const req = http.request(
+            {
+              host: u.hostname,
+              port: u.port,
+              path: '/hello.txt',
+              headers: { host: capsule.getHost(8080), 'x-api-key': p.apiKey },
+            },
+            (res) => {
+              let body = '';
+              res.on('data', (d: Buffer) => (body += d.toString()));
+              res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+            },
+          );
+          req.on('error', reject);
+          req.end();
+        });
+      let res = await get();
+      for (let i = 0; i < 50 && res.status !== 200; i++) {
+        await new Promise((r) => setTimeout(r, 200));
+        res = await get();
+      }
+      assert.deepEqual(res, { status: 200, body: 'served from the capsule\n' });
+    } finally {
+      await server.kill();
+    }
+  });
+
   test('setTimeout keeps the capsule alive (ping)', async () => {
     const before = (await capsule.info()).lastActiveAt?.getTime() ?? 0;
     await new Promise((r) => setTimeout(r, 20));
@@ -107,7 +145,8 @@ describe('lifecycle', () => {
       const again = await Capsule.connect(c.id, conn);
       assert.equal((await again.info()).status, 'running');
       assert.equal(await again.files.read('/root/keep.txt'), 'still here');
-      await assert.rejects(again.resume(), ConflictError);
+      // Resuming a running capsule changes nothing.
+      assert.equal((await again.resume()).status, 'running');
     } finally {
       assert.equal(await c.kill(), true);
     }
