@@ -2,9 +2,11 @@
 // hosts; BYOC teams onto their own hosts only.
 //
 // Capacity: a container capsule's memory and CPU are limits, not reservations
-// (an idle capsule costs ~8 MiB), so hosts admit reservations up to an
-// overcommit factor of their real size. Paused capsules keep their memory (the
-// cgroup is frozen, not swapped out) but use no CPU.
+// (an idle capsule costs ~8 MiB and no CPU), so hosts admit reservations up to
+// an overcommit factor of their real size: memory ×4 and disk ×4 (sparse
+// images), vCPUs ×64 (CPU is time-shared; a 2-core host holds hundreds of
+// idle capsules). Paused capsules keep their memory (the cgroup is frozen, not
+// swapped out) but use no CPU.
 import { sql, type Kysely } from 'kysely';
 import type { DB, HostRow } from '../db/schema.js';
 
@@ -28,7 +30,7 @@ export interface Overcommit {
   disk: number;
 }
 
-export const DEFAULT_OVERCOMMIT: Overcommit = { memory: 4, cpu: 8, disk: 4 };
+export const DEFAULT_OVERCOMMIT: Overcommit = { memory: 4, cpu: 64, disk: 4 };
 
 export interface HostLoad {
   host: HostRow;
