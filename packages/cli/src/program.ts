@@ -140,7 +140,6 @@ export function buildProgram(): Command {
     .option('-e, --env <key=value>', 'environment variable (repeatable)', collectKeyValue)
     .option('-u, --user <name>', 'user to run as')
     .option('--timeout <duration>', 'kill the command after this long (300, 90s, 5m)', parseDuration)
-    .passThroughOptions()
     .action(async (id: string, words: string[], o: ExecOpts) => {
       const { cmd, args } = execCommand(words);
       const capsule = await Capsule.connect(id, { autoResume: false });
@@ -268,8 +267,13 @@ export async function main(argv: string[]): Promise<number> {
   const program = buildProgram();
   // Every command (and subcommand) reports usage errors as one `wrenn: …` line, exit 2.
   const configure = (cmd: Command) => {
+    // The command's own options belong after `--`: say so when one is taken for ours.
+    const hint = cmd.name() === 'exec' ? ' (give the command after --: wrenn exec <id> -- cmd args…)' : '';
     cmd.exitOverride().configureOutput({
-      outputError: (str, write) => write(`wrenn: ${str.replace(/^error: /, '').trim()}\n`),
+      outputError: (str, write) => {
+        const msg = str.replace(/^error: /, '').trim();
+        write(`wrenn: ${msg}${/unknown option/.test(msg) ? hint : ''}\n`);
+      },
     });
     cmd.commands.forEach(configure);
   };

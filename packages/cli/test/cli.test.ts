@@ -130,9 +130,10 @@ describe('exec', () => {
     assert.deepEqual(r, { code: 0, stdout: 'WRENN IN /TMP\n', stderr: '' });
   });
 
-  test('options after the command belong to the command', async () => {
-    const r = await wrenn(['exec', id, 'ls', '-d', '/tmp']);
+  test('options after -- belong to the command; without -- they are refused with a hint', async () => {
+    const r = await wrenn(['exec', id, '--', 'ls', '-d', '/tmp']);
     assert.deepEqual(r, { code: 0, stdout: '/tmp\n', stderr: '' });
+    assertFails(await wrenn(['exec', id, 'ls', '-d', '/tmp']), /unknown option '-d'.*after --/, 2);
   });
 });
 
