@@ -4,6 +4,8 @@
 // team isolation and bad input.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
 import { startPlatform, waitFor, type Platform, type TeamCredentials } from '@wrenn/testkit';
 import { api, ptyText, wsUrl, WsClient, type Resp } from './capsules-helpers.js';
 
@@ -122,8 +124,18 @@ describe('capsules', () => {
       assert.equal(bad.body.error.code, 'invalid_request');
       assert.match(bad.body.error.message, msg);
     }
-    const missing = await exec(id, { cmd: '/does/not/exist' });
-    assert.ok(missing.status >= 400 && missing.status < 600, JSON.stringify(missing.body));
+    // Refused inside the capsule, with envd's reason.
+    const inside: [object, RegExp][] = [
+      [{ cmd: '/does/not/exist' }, /not found or not executable/],
+      [{ cmd: '/bin/pwd', cwd: '/nope' }, /cwd '\/nope'/],
+      [{ cmd: '/bin/pwd', user: 'ghost' }, /ghost/],
+      [{ cmd: '/does/not/exist', background: true }, /not found or not executable/],
+    ];
+    for (const [body, msg] of inside) {
+      const bad = await exec(id, body);
+      assert.equal(bad.status, 400, JSON.stringify(bad.body));
+      assert.match(bad.body.error.message, msg);
+    }
   });
 
   it('runs background processes: list, follow by tag over WebSocket, kill by tag and pid', async () => {
@@ -437,6 +449,55 @@ describe('capsules', () => {
     assert.equal((await call('GET', `/v1/capsules/${cid}/metrics`)).status, 404);
     assert.equal((await call('DELETE', `/v1/capsules/${cid}`)).status, 204, 'destroying again changes nothing');
     assert.equal((await exec(cid, { cmd: '/bin/true' })).status, 409);
+  });
+
+  it('pauses an idle capsule after its timeout_sec; its metrics stay readable', async () => {
+    const c = await call('POST', '/v1/capsules', { timeout_sec: 2 });
+    assert.equal(c.status, 201);
+    const cid = c.body.id as string;
+    await sh(cid, 'echo before > /root/ttl.txt');
+    await waitFor('the idle capsule to be paused', async () => (await status(cid)) === 'paused', 30_000);
+    const m = await call('GET', `/v1/capsules/${cid}/metrics?range=5m`);
+    assert.equal(m.status, 200);
+    assert.ok(m.body.points.length > 0, 'points of a capsule its host paused');
+    assert.equal((await call('POST', `/v1/capsules/${cid}/resume`)).status, 200);
+    assert.equal((await sh(cid, 'cat /root/ttl.txt')).stdout, 'before\n');
+    assert.equal((await call('DELETE', `/v1/capsules/${cid}`)).status, 204);
+  });
+
+  it('keeps state consistent under concurrent pause, resume and destroy', async () => {
+    const agent = p.agents[0]!;
+    const creds = JSON.parse(fs.readFileSync(path.join(agent.dataDir, 'host-credentials.json'), 'utf8'));
+    const onHost = async () => {
+      const res = await fetch(`http://${agent.address}/hostagent.v1.HostAgentService/ListSandboxes`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${creds.agent_token}` },
+        body: '{}',
+      });
+      const body = (await res.json()) as { sandboxes?: { sandboxId: string; status: string }[] };
+      return body.sandboxes ?? [];
+    };
+    const c = await call('POST', '/v1/capsules', {});
+    const cid = c.body.id as string;
+    const [pause, destroy] = await Promise.all([
+      call('POST', `/v1/capsules/${cid}/pause`),
+      call('DELETE', `/v1/capsules/${cid}`),
+    ]);
+    assert.equal(destroy.status, 204);
+    assert.ok([200, 409].includes(pause.status), JSON.stringify(pause.body));
+    assert.equal(await status(cid), 'stopped');
+    await waitFor('the capsule to leave its host', async () => !(await onHost()).some((x) => x.sandboxId === cid));
+
+    const d = await call('POST', '/v1/capsules', {});
+    const did = d.body.id as string;
+    assert.equal((await call('POST', `/v1/capsules/${did}/pause`)).status, 200);
+    const resumes = await Promise.all([1, 2, 3].map(() => call('POST', `/v1/capsules/${did}/resume`)));
+    for (const r of resumes) assert.ok([200, 409].includes(r.status), JSON.stringify(r.body));
+    assert.ok(resumes.some((r) => r.status === 200));
+    assert.equal(await status(did), 'running');
+    assert.equal((await onHost()).find((x) => x.sandboxId === did)?.status, 'running');
+    assert.equal((await sh(did, 'echo ok')).stdout, 'ok\n');
+    assert.equal((await call('DELETE', `/v1/capsules/${did}`)).status, 204);
   });
 
   it("keeps teams apart: another team's capsule is a 404 everywhere", async () => {

@@ -64,7 +64,11 @@ export function agentError(err: unknown, hostId: string): ApiError {
       // Reached the agent, but the capsule behind it does not answer (envd down, capsule starting).
       return new ApiError(503, 'capsule_unavailable', msg);
     case Code.Unauthenticated:
-      return new ApiError(502, 'agent_error', `host ${formatId('host', hostId)} rejected the control plane's token`);
+      // The agent's own token check, or envd refusing an unknown user inside the capsule.
+      if (/agent token/.test(msg)) {
+        return new ApiError(502, 'agent_error', `host ${formatId('host', hostId)} rejected the control plane's token`);
+      }
+      return new ApiError(400, 'invalid_request', msg);
     case Code.Canceled:
       return new ApiError(499, 'canceled', 'the request was canceled');
     default:

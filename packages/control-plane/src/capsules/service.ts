@@ -114,8 +114,13 @@ export class CapsuleService {
     const row = await this.get(teamId, wireId);
     const id = formatId('capsule', row.id);
     if (row.status !== 'running') throw new ApiError(409, 'invalid_state', stateMessage(id, row.status));
+    return this.live(row);
+  }
+
+  /** The agent of a capsule's host (whatever the capsule's state). */
+  async live(row: SandboxRow): Promise<LiveCapsule> {
     const host = await this.hostOf(row);
-    return { row, host, client: this.deps.hosts.get(host), wireId: id };
+    return { row, host, client: this.deps.hosts.get(host), wireId: formatId('capsule', row.id) };
   }
 
   async hostOf(row: SandboxRow): Promise<HostRow> {

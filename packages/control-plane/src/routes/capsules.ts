@@ -400,41 +400,43 @@ export function capsuleRoutes(app: App, ctx: RouteContext): void {
       const range = request.query.range ?? '10m';
       const row = await svc.get(teamOf(request).id, request.params.id);
       const wireId = formatId('capsule', row.id);
-      if (row.status === 'running') {
-        const live = await svc.running(teamOf(request).id, request.params.id);
+      const fromAgent = async () => {
+        const live = await svc.live(row);
         let res;
         try {
           res = await live.client.getSandboxMetrics({ sandboxId: wireId, range }, { timeoutMs: 15_000 });
         } catch (err) {
           throw agentError(err, live.host.id);
         }
-        return {
-          sandbox_id: wireId,
-          range,
-          points: res.points.map((p) => ({
-            timestamp_unix: Number(p.timestampUnix),
-            cpu_pct: p.cpuPct,
-            mem_bytes: Number(p.memBytes),
-            disk_bytes: Number(p.diskBytes),
-          })),
-        };
-      }
+        return res.points.map((p) => ({
+          timestamp_unix: Number(p.timestampUnix),
+          cpu_pct: p.cpuPct,
+          mem_bytes: Number(p.memBytes),
+          disk_bytes: Number(p.diskBytes),
+        }));
+      };
+      if (row.status === 'running') return { sandbox_id: wireId, range, points: await fromAgent() };
       if (row.status !== 'paused') {
         throw notFound(`capsule ${wireId} is ${row.status}: metrics exist only while it runs or is paused`);
       }
       const { tier, seconds } = METRIC_TIER[range];
-      const points = await db
+      const points = db
         .selectFrom('sandbox_metric_points')
         .select(['ts', 'cpu_pct', 'mem_bytes', 'disk_bytes'])
         .where('sandbox_id', '=', row.id)
-        .where('tier', '=', tier)
+        .where('tier', '=', tier);
+      const stored = await points
         .where('ts', '>=', String(Math.floor(Date.now() / 1000) - seconds))
         .orderBy('ts')
         .execute();
+      if (stored.length === 0 && !(await points.limit(1).executeTakeFirst())) {
+        // Paused by its host's idle timer, not through the API: the host still holds the points.
+        return { sandbox_id: wireId, range, points: await fromAgent().catch(() => []) };
+      }
       return {
         sandbox_id: wireId,
         range,
-        points: points.map((p) => ({
+        points: stored.map((p) => ({
           timestamp_unix: Number(p.ts),
           cpu_pct: p.cpu_pct,
           mem_bytes: Number(p.mem_bytes),
