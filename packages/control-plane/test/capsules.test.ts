@@ -451,6 +451,15 @@ describe('capsules', () => {
     assert.equal((await exec(cid, { cmd: '/bin/true' })).status, 409);
   });
 
+  it('creates with all defaults when there is no body', async () => {
+    const res = await fetch(`${p.baseUrl}/v1/capsules`, { method: 'POST', headers: { 'x-api-key': p.apiKey } });
+    const body = (await res.json()) as { id: string; status: string; vcpus: number; metadata: object };
+    assert.equal(res.status, 201, JSON.stringify(body));
+    assert.equal(body.status, 'running');
+    assert.deepEqual(body.metadata, {});
+    assert.equal((await call('DELETE', `/v1/capsules/${body.id}`)).status, 204);
+  });
+
   it('pauses an idle capsule after its timeout_sec; its metrics stay readable', async () => {
     const c = await call('POST', '/v1/capsules', { timeout_sec: 2 });
     assert.equal(c.status, 201);

@@ -83,6 +83,10 @@ export function capsuleRoutes(app: App, ctx: RouteContext): void {
     '/v1/capsules',
     {
       preHandler: auth,
+      // Every field has a default: no body at all means "all defaults".
+      preValidation: async (request) => {
+        request.body ??= {};
+      },
       schema: {
         summary: 'Create a capsule',
         description:
@@ -95,7 +99,7 @@ export function capsuleRoutes(app: App, ctx: RouteContext): void {
       },
     },
     async (request, reply) => {
-      const row = await svc.create(teamOf(request).id, actorOf(request), request.body ?? {});
+      const row = await svc.create(teamOf(request).id, actorOf(request), request.body);
       return reply.code(201).send(capsuleJson(row));
     },
   );
