@@ -171,15 +171,15 @@ describe('files cp', () => {
 
 describe('shell', () => {
   test('interactive terminal: raw mode, resize, exit code, terminal restored', async () => {
-    const term = pty.spawn(process.execPath, [MAIN, 'shell', id], {
+    // A local shell in a terminal runs the CLI, so the terminal's modes can be read after it exits.
+    const term = pty.spawn('/bin/bash', ['--norc', '--noprofile', '-i'], {
       name: 'xterm',
       cols: 90,
       rows: 25,
-      env: env as Record<string, string>,
+      env: { ...(env as Record<string, string>), PS1: '$ ' },
     });
     let out = '';
     term.onData((d) => (out += d));
-    const exited = new Promise<number>((r) => term.onExit(({ exitCode }) => r(exitCode)));
     const waitFor = async (re: RegExp) => {
       const deadline = Date.now() + 20_000;
       while (!re.test(out)) {
@@ -189,6 +189,7 @@ describe('shell', () => {
       }
     };
     try {
+      term.write(`${process.execPath} ${MAIN} shell ${id}\r`);
       term.write('echo hi-$((1+1))\r');
       await waitFor(/hi-2/);
       term.write('stty size\r');
@@ -204,10 +205,38 @@ describe('shell', () => {
       term.write('echo after-$((3*3))\r');
       await waitFor(/after-9/);
       term.write('exit 3\r');
-      assert.equal(await exited, 3);
+      await waitFor(/exit 3[\s\S]*\n[^\n]*\$ $/);
+      // Back in the local shell: the exit code, and the terminal out of raw mode.
+      term.write(
+        "echo \"rc=$? modes:$(stty -a | tr ' ;' '\\n\\n' | grep -x -e icanon -e -icanon -e echo -e -echo | tr '\\n' ,)\"\r",
+      );
+      await waitFor(/rc=\d+ modes:[^\r\n]*\r?\n/);
+      assert.match(out, /rc=3 modes:icanon,echo,/);
     } finally {
       term.kill();
     }
+  });
+
+  test('a capsule destroyed under the shell: one line, non-zero exit', async () => {
+    const c = await wrenn(['create']);
+    const victim = c.stdout.trim();
+    const child = spawn(process.execPath, [MAIN, 'shell', victim], { env, stdio: 'pipe' });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const closed = new Promise<number | null>((r) => child.on('close', r));
+    child.stdin.write('echo ready-$((5*5))\n');
+    const deadline = Date.now() + 20_000;
+    while (!/ready-25/.test(stdout) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+    assert.match(stdout, /ready-25/);
+    const d = await wrenn(['destroy', victim]);
+    assert.equal(d.code, 0, d.stderr);
+    const code = await closed;
+    assert.notEqual(code, 0);
+    const lines = stderr.split('\n').filter(Boolean);
+    assert.equal(lines.length, 1, stderr);
+    assert.match(lines[0] as string, /^wrenn: /);
   });
 
   test('piped input works without a terminal', async () => {
