@@ -182,9 +182,10 @@ describe('capsule files (streamed) and port proxy', () => {
     assert.equal(h.digest('hex'), expected);
 
     const afterMem = cpMemory(p.baseUrl);
+    // Holding the file would add at least its 100 MiB; streaming costs buffers and garbage only (~40 MiB here).
     const grewMb = (afterMem.peakKb - before.peakKb) / 1024;
     t.diagnostic(`control plane peak RSS ${before.peakKb >> 10} → ${afterMem.peakKb >> 10} MiB`);
-    assert.ok(grewMb < 60, `the control plane's peak memory grew by ${grewMb.toFixed(0)} MiB for a 100 MiB file`);
+    assert.ok(grewMb < 80, `the control plane's peak memory grew by ${grewMb.toFixed(0)} MiB for a 100 MiB file`);
 
     // Errors before the first byte are JSON, not a broken 200.
     const missing = await call('POST', `/v1/capsules/${id}/files/stream/read`, { path: '/root/nope.bin' });
