@@ -42,6 +42,9 @@ import {
 } from './validate.js';
 
 export const AGENT_VERSION = '0.1.0';
+/** HTTP/2 settings for both ends of agent connections (the control plane's client uses them too). */
+export const H2_SETTINGS = { maxFrameSize: 1024 * 1024, initialWindowSize: 8 * 1024 * 1024 };
+export const H2_CONNECTION_WINDOW = 32 * 1024 * 1024;
 /** Largest request or response message (unary file contents included). */
 export const MAX_MESSAGE_BYTES = 65 * 1024 * 1024;
 
@@ -86,7 +89,10 @@ export class AgentServer {
     this.h1.on('upgrade', (req: http.IncomingMessage, socket: net.Socket, head: Buffer) =>
       CapsuleProxy.matches(req) ? proxy.handleUpgrade(req, socket, head) : socket.destroy(),
     );
-    this.h2 = http2.createServer({}, handler);
+    // Large frames and windows: a 64 KiB file chunk is one DATA frame, and a stream is not held
+    // to 64 KiB in flight (every frame crosses the JS stream below, which costs per frame).
+    this.h2 = http2.createServer({ settings: H2_SETTINGS }, handler);
+    this.h2.on('session', (session) => session.setLocalWindowSize?.(H2_CONNECTION_WINDOW));
     this.tcp = net.createServer((socket) => this.sniff(socket));
   }
 
@@ -143,6 +149,14 @@ function replayStream(socket: net.Socket, head: Buffer): Duplex {
     },
     write(chunk, encoding, cb) {
       socket.write(chunk, encoding, cb);
+    },
+    // nghttp2 emits many small frames at once: one syscall for the batch, not one per frame.
+    writev(chunks, cb) {
+      socket.cork();
+      for (let i = 0; i < chunks.length; i++) {
+        socket.write(chunks[i]!.chunk, chunks[i]!.encoding, i === chunks.length - 1 ? cb : undefined);
+      }
+      socket.uncork();
     },
     final(cb) {
       socket.end();

@@ -21,6 +21,7 @@ import { DEFAULTS, type CreateCapsuleBody } from './schemas.js';
 const CREATE_TIMEOUT_MS = 180_000;
 const LIFECYCLE_TIMEOUT_MS = 60_000;
 const SHORT_TIMEOUT_MS = 15_000;
+const TOUCH_INTERVAL_MS = 5_000;
 
 export type CapsuleJson = {
   id: string;
@@ -94,6 +95,9 @@ function stateMessage(wireId: string, status: CapsuleStatus): string {
 }
 
 export class CapsuleService {
+  /** When each capsule's activity was last written (touch throttling). */
+  private readonly touched = new Map<string, number>();
+
   constructor(private readonly deps: CapsuleServiceDeps) {}
 
   /** The team's capsule (any state); another team's or an unknown id is a 404. */
@@ -137,8 +141,21 @@ export class CapsuleService {
     return host;
   }
 
-  /** Records activity (exec, files, terminals): last_active_at of a running capsule. */
-  async touch(id: string): Promise<void> {
+  /**
+   * Records activity (exec, files, terminals): last_active_at of a running capsule. At most one
+   * write per capsule every few seconds, off the request's path: a busy capsule must not pay a
+   * database write per command.
+   */
+  touch(id: string): Promise<void> {
+    const now = Date.now();
+    if (now - (this.touched.get(id) ?? 0) < TOUCH_INTERVAL_MS) return Promise.resolve();
+    if (this.touched.size > 50_000) this.touched.clear();
+    this.touched.set(id, now);
+    void this.writeActivity(id);
+    return Promise.resolve();
+  }
+
+  private async writeActivity(id: string): Promise<void> {
     await this.deps.db
       .updateTable('sandboxes')
       .set({ last_active_at: new Date() })
@@ -394,7 +411,8 @@ export class CapsuleService {
     } catch (err) {
       throw agentError(err, live.host.id);
     }
-    await this.touch(live.row.id);
+    this.touched.set(live.row.id, Date.now());
+    await this.writeActivity(live.row.id);
   }
 
   // ------------------------------------------------------------------ metrics

@@ -37,6 +37,9 @@ export class HostClientPool {
       baseUrl: `http://${host.address}`,
       httpVersion: '2',
       interceptors: [auth],
+      // Large frames and stream windows for file streams (64 KiB chunks); compression only costs CPU here.
+      nodeOptions: { settings: { maxFrameSize: 1024 * 1024, initialWindowSize: 8 * 1024 * 1024 } },
+      acceptCompression: [],
     });
     const client = createClient(HostAgentService, transport);
     this.entries.set(host.id, { address: host.address, token, client });
