@@ -1,10 +1,32 @@
 // Connect clients for host agents, created lazily and kept per host id. The
 // control plane reaches capsules only through these.
 import { createClient, type Client, type Interceptor } from '@connectrpc/connect';
-import { createConnectTransport } from '@connectrpc/connect-node';
+import { createConnectTransport, Http2SessionManager } from '@connectrpc/connect-node';
+import type http2 from 'node:http2';
 import { HostAgentService } from '@wrenn/contracts/gen/hostagent/v1/hostagent_pb';
 
 export type HostAgentClient = Client<typeof HostAgentService>;
+
+const H2_SETTINGS = { maxFrameSize: 1024 * 1024, initialWindowSize: 8 * 1024 * 1024 };
+const CONNECTION_WINDOW = 32 * 1024 * 1024;
+const widened = new WeakSet<http2.Http2Session>();
+
+/**
+ * Widens each connection's receive window (HTTP/2 starts at 64 KiB, which holds a
+ * streamed download to one 64 KiB chunk per round trip). Node only allows that
+ * on a live session, so it is done on the first request of each connection.
+ */
+class WideWindowSessionManager extends Http2SessionManager {
+  override async request(...args: Parameters<Http2SessionManager['request']>): Promise<http2.ClientHttp2Stream> {
+    const stream = await super.request(...args);
+    const session = stream.session;
+    if (session && !widened.has(session)) {
+      widened.add(session);
+      session.setLocalWindowSize(CONNECTION_WINDOW);
+    }
+    return stream;
+  }
+}
 
 export interface HostEndpoint {
   id: string;
@@ -33,12 +55,13 @@ export class HostClientPool {
       return next(req);
     };
     // h2c: one connection multiplexes every call, and client streams (file upload) need HTTP/2.
+    const baseUrl = `http://${host.address}`;
     const transport = createConnectTransport({
-      baseUrl: `http://${host.address}`,
+      baseUrl,
       httpVersion: '2',
       interceptors: [auth],
-      // Large frames and stream windows for file streams (64 KiB chunks); compression only costs CPU here.
-      nodeOptions: { settings: { maxFrameSize: 1024 * 1024, initialWindowSize: 8 * 1024 * 1024 } },
+      // Large frames and windows for file streams (64 KiB chunks); compression only costs CPU here.
+      sessionManager: new WideWindowSessionManager(baseUrl, {}, { settings: H2_SETTINGS }),
       acceptCompression: [],
     });
     const client = createClient(HostAgentService, transport);
