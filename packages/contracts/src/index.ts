@@ -1,2 +1,3 @@
 export * from './ids.js';
 export * from './names.js';
+export * from './http.js';

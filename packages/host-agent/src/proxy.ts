@@ -12,6 +12,7 @@ import net from 'node:net';
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { Code, ConnectError } from './errors.js';
 import type { Logger, SandboxManager } from './manager.js';
+import { HOP_BY_HOP_HEADERS } from '@wrenn/contracts';
 
 export const PROXY_PATH_PREFIX = '/proxy/';
 
@@ -19,19 +20,6 @@ const PROXY_PATH_RE = /^\/proxy\/(cl-[0-9a-z]{25})\/(\d{1,5})(\/[^]*|\?[^]*)?$/;
 /** Connection attempts to the capsule's port (a server may still be starting). */
 const DIAL_BACKOFF_MS = [100, 200];
 const DIAL_TIMEOUT_MS = 5_000;
-
-// Hop-by-hop headers (RFC 9110 §7.6.1) are never forwarded; upgrades re-add theirs.
-const HOP_BY_HOP = new Set([
-  'connection',
-  'keep-alive',
-  'proxy-connection',
-  'proxy-authenticate',
-  'proxy-authorization',
-  'te',
-  'trailer',
-  'transfer-encoding',
-  'upgrade',
-]);
 
 export interface ProxyOptions {
   manager: SandboxManager;
@@ -203,7 +191,7 @@ async function dial(host: string, port: number): Promise<net.Socket> {
 function forwardHeaders(req: http.IncomingMessage, upgrade: boolean): http.OutgoingHttpHeaders {
   const out: http.OutgoingHttpHeaders = {};
   for (const [k, v] of Object.entries(req.headers)) {
-    if (v === undefined || HOP_BY_HOP.has(k) || k === 'authorization' || k === 'host') continue;
+    if (v === undefined || HOP_BY_HOP_HEADERS.has(k) || k === 'authorization' || k === 'host') continue;
     if (k === 'x-wrenn-authorization' || k === 'x-forwarded-host') continue;
     out[k] = v;
   }
@@ -221,7 +209,7 @@ function forwardHeaders(req: http.IncomingMessage, upgrade: boolean): http.Outgo
 function responseHeaders(up: http.IncomingMessage, t: Target): http.OutgoingHttpHeaders {
   const out: http.OutgoingHttpHeaders = {};
   for (const [k, v] of Object.entries(up.headers)) {
-    if (v === undefined || HOP_BY_HOP.has(k)) continue;
+    if (v === undefined || HOP_BY_HOP_HEADERS.has(k)) continue;
     out[k] = v;
   }
   // An absolute redirect to the capsule's internal address means "this server": keep only the path.

@@ -8,6 +8,7 @@ import { sql, type Kysely } from 'kysely';
 import type { Logger } from 'pino';
 import type { DB } from '../db/schema.js';
 import type { StatsRange } from './schemas.js';
+import { PeriodicTask } from '../periodic.js';
 
 export const STATS_SAMPLE_INTERVAL_MS = 10_000;
 const RETENTION_DAYS = 60;
@@ -48,32 +49,22 @@ async function liveUsage(db: Kysely<DB>, teamId?: string): Promise<Usage[]> {
 }
 
 export class CapsuleStatsSampler {
-  private timer: NodeJS.Timeout | null = null;
-  private running: Promise<void> | null = null;
+  private readonly task: PeriodicTask;
 
   constructor(
     private readonly db: Kysely<DB>,
-    private readonly log: Logger,
-    private readonly intervalMs = STATS_SAMPLE_INTERVAL_MS,
-  ) {}
-
-  start(): void {
-    if (this.timer) return;
-    const tick = () => {
-      this.running = this.sampleOnce()
-        .catch((err: unknown) => this.log.warn({ err }, 'capsule stats sample failed'))
-        .finally(() => {
-          this.running = null;
-          if (this.timer) this.timer = setTimeout(tick, this.intervalMs);
-        });
-    };
-    this.timer = setTimeout(tick, 0);
+    log: Logger,
+    intervalMs = STATS_SAMPLE_INTERVAL_MS,
+  ) {
+    this.task = new PeriodicTask('capsule stats sample', intervalMs, () => this.sampleOnce(), log);
   }
 
-  async stop(): Promise<void> {
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = null;
-    await this.running;
+  start(): void {
+    this.task.start();
+  }
+
+  stop(): Promise<void> {
+    return this.task.stop();
   }
 
   /** One row per team using something now, and a zero row for teams whose last sample was not zero. */

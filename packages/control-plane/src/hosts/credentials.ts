@@ -1,10 +1,11 @@
 // Host credentials: one-time registration tokens (1 hour), host JWTs (7 days,
 // sent as X-Host-Token) and rotating refresh tokens (60 days). Opaque tokens
 // are 32 random bytes in hex; only their SHA-256 is stored.
-import { createHash, randomBytes, webcrypto } from 'node:crypto';
+import { createHash, randomBytes, type webcrypto } from 'node:crypto';
 import { SignJWT, jwtVerify, errors as joseErrors } from 'jose';
 import { formatId, tryParseId } from '@wrenn/contracts';
 import { unauthorized } from '../errors.js';
+import { hmacKey } from '../auth/jwt.js';
 
 export const REGISTRATION_TOKEN_TTL_MS = 60 * 60 * 1000;
 export const HOST_JWT_TTL_SECONDS = 7 * 24 * 60 * 60;
@@ -26,13 +27,7 @@ export class HostTokens {
     secret: string,
     private readonly ttlSeconds = HOST_JWT_TTL_SECONDS,
   ) {
-    this.key = webcrypto.subtle.importKey(
-      'raw',
-      new TextEncoder().encode(secret),
-      { name: 'HMAC', hash: 'SHA-256' },
-      false,
-      ['sign', 'verify'],
-    );
+    this.key = hmacKey(secret);
   }
 
   async sign(hostId: string): Promise<string> {

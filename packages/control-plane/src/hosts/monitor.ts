@@ -19,6 +19,7 @@ import { formatId, tryParseId } from '@wrenn/contracts';
 import type { CapsuleStatus, DB, HostRow } from '../db/schema.js';
 import type { AuditLogger } from '../audit/logger.js';
 import type { HostClientPool } from './pool.js';
+import { PeriodicTask } from '../periodic.js';
 
 /** Capsule states that occupy a host (and block its deletion). */
 export const ACTIVE_CAPSULE_STATES: CapsuleStatus[] = ['pending', 'starting', 'running', 'paused', 'missing'];
@@ -46,37 +47,25 @@ interface Live {
 }
 
 export class HostMonitor {
-  private timer: NodeJS.Timeout | null = null;
-  private running: Promise<void> | null = null;
-  private readonly intervalMs: number;
+  private readonly task: PeriodicTask;
   private readonly heartbeatTimeoutMs: number;
   private readonly staleCreateMs: number;
   private readonly orphanGraceMs: number;
 
   constructor(private readonly opts: HostMonitorOptions) {
-    this.intervalMs = opts.intervalMs ?? DEFAULT_MONITOR_INTERVAL_MS;
     this.heartbeatTimeoutMs = opts.heartbeatTimeoutMs ?? DEFAULT_HEARTBEAT_TIMEOUT_MS;
     this.staleCreateMs = opts.staleCreateMs ?? 5 * 60_000;
     this.orphanGraceMs = opts.orphanGraceMs ?? 60_000;
+    const interval = opts.intervalMs ?? DEFAULT_MONITOR_INTERVAL_MS;
+    this.task = new PeriodicTask('host monitor pass', interval, () => this.runOnce(), opts.log);
   }
 
   start(): void {
-    if (this.timer) return;
-    const tick = () => {
-      this.running = this.runOnce()
-        .catch((err: unknown) => this.opts.log.error({ err }, 'host monitor pass failed'))
-        .finally(() => {
-          this.running = null;
-          if (this.timer) this.timer = setTimeout(tick, this.intervalMs);
-        });
-    };
-    this.timer = setTimeout(tick, 0);
+    this.task.start();
   }
 
-  async stop(): Promise<void> {
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = null;
-    await this.running;
+  stop(): Promise<void> {
+    return this.task.stop();
   }
 
   /** One pass: passive checks, then every online host reconciled. */

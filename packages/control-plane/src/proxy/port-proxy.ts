@@ -10,25 +10,13 @@ import net from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
-import { formatId, tryParseId } from '@wrenn/contracts';
+import { HOP_BY_HOP_HEADERS, formatId, tryParseId } from '@wrenn/contracts';
 import type { App, RouteContext } from '../server.js';
 import { ApiError, notFound } from '../errors.js';
 import { hostUnreachable } from '../capsules/agent-errors.js';
 
 /** `8080-cl-….example.com` (the port of the Host header itself already stripped). */
 const PROXY_HOST_RE = /^(\d{1,5})-(cl-[0-9a-z]+)\./;
-
-const HOP_BY_HOP = new Set([
-  'connection',
-  'keep-alive',
-  'proxy-connection',
-  'proxy-authenticate',
-  'proxy-authorization',
-  'te',
-  'trailer',
-  'transfer-encoding',
-  'upgrade',
-]);
 
 interface Target {
   wireId: string;
@@ -100,7 +88,7 @@ export class PortProxy {
   private headersFor(req: http.IncomingMessage, t: Target, upgrade: boolean): http.OutgoingHttpHeaders {
     const out: http.OutgoingHttpHeaders = {};
     for (const [k, v] of Object.entries(req.headers)) {
-      if (v === undefined || HOP_BY_HOP.has(k)) continue;
+      if (v === undefined || HOP_BY_HOP_HEADERS.has(k)) continue;
       // Our credentials never reach the capsule; the client may not set the hop's own headers.
       if (k === 'x-api-key' || k === 'authorization' || k === 'host') continue;
       if (k === 'x-wrenn-authorization' || k === 'x-forwarded-host') continue;
@@ -142,7 +130,7 @@ export class PortProxy {
     });
     up.on('response', (r) => {
       const headers: http.OutgoingHttpHeaders = {};
-      for (const [k, v] of Object.entries(r.headers)) if (v !== undefined && !HOP_BY_HOP.has(k)) headers[k] = v;
+      for (const [k, v] of Object.entries(r.headers)) if (v !== undefined && !HOP_BY_HOP_HEADERS.has(k)) headers[k] = v;
       res.writeHead(r.statusCode ?? 502, r.statusMessage, headers);
       r.pipe(res);
       r.on('error', () => res.destroy());
