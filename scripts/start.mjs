@@ -9,7 +9,8 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const DEV_ENV = path.join(ROOT, '.wrenn', 'dev.env');
+// WRENN_DEV_ENV moves the file (tests run a second platform beside a developer's).
+const DEV_ENV = path.resolve(process.env.WRENN_DEV_ENV || path.join(ROOT, '.wrenn', 'dev.env'));
 const DATA_DIR = path.resolve(process.env.WRENN_DIR || path.join(ROOT, '.wrenn', 'data'));
 const CP_MAIN = path.join(ROOT, 'packages/control-plane/dist/src/main.js');
 const AGENT_MAIN = path.join(ROOT, 'packages/host-agent/dist/src/main.js');
