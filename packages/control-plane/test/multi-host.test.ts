@@ -7,6 +7,11 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { startPlatform, waitFor, type Platform } from '@wrenn/testkit';
+import { openDatabase } from '../src/db/connect.js';
+import { createLogger } from '../src/logging.js';
+import { AuditLogger } from '../src/audit/logger.js';
+import { HostClientPool } from '../src/hosts/pool.js';
+import { HostMonitor } from '../src/hosts/monitor.js';
 
 interface Resp {
   status: number;
@@ -86,6 +91,33 @@ describe('capsules on several hosts', () => {
     assert.deepEqual(hosts, expected);
   });
 
+  it('heals a missing capsule once, however many control planes reconcile at the same time', async () => {
+    const [id] = [...hostOf.keys()];
+    const uuid = await uuidOf(id!);
+    // Three monitors race: the control plane's own and two more over the same database.
+    const database = await openDatabase({ databaseUrl: p.databaseUrl });
+    const log = createLogger('silent');
+    const audit = new AuditLogger(database.db, log);
+    const pool = new HostClientPool();
+    const monitors = [1, 2].map(() => new HostMonitor({ db: database.db, pool, audit, log }));
+    try {
+      const since = new Date();
+      // As if its host had missed its heartbeats for a while and come back.
+      await p.pg.query(`UPDATE sandboxes SET status = 'missing' WHERE id = $1`, [uuid]);
+      await Promise.all(monitors.map((m) => m.runOnce()));
+      await audit.drain();
+      await waitFor('the capsule to be running', async () => (await status(id!)) === 'running');
+      await new Promise((r) => setTimeout(r, 1500)); // the control plane's own pass, and its audit write
+      const healed = await p.pg.query(
+        `SELECT count(*)::int AS n FROM audit_logs WHERE resource_id = $1 AND action = 'running' AND created_at >= $2`,
+        [id, since],
+      );
+      assert.equal(healed.rows[0].n, 1, 'exactly one monitor made (and logged) the change');
+    } finally {
+      await database.close();
+    }
+  });
+
   it('survives a killed host: 503 while it is down, missing after its heartbeats stop, healed when it returns', async () => {
     const agent = p.agents[0]!;
     const hostUuid0 = await hostUuid(agent.hostId);
@@ -96,6 +128,7 @@ describe('capsules on several hosts', () => {
     const w = await exec(victim, 'sh', ['-c', 'echo kept > /tmp/state']);
     assert.equal(w.body.exit_code, 0);
 
+    const since = new Date();
     await agent.kill();
     // The request reaches a dead host: a clear 5xx, not a hang or a 500.
     const during = await exec(victim, 'true');
@@ -121,8 +154,9 @@ describe('capsules on several hosts', () => {
     assert.equal(r.status, 200);
     assert.equal(r.body.stdout, 'kept\n');
     const audit = await p.pg.query(
-      `SELECT metadata->>'to' AS "to" FROM audit_logs WHERE resource_id = $1 AND action IN ('missing', 'running')`,
-      [victim],
+      `SELECT metadata->>'to' AS "to" FROM audit_logs
+        WHERE resource_id = $1 AND action IN ('missing', 'running') AND created_at >= $2`,
+      [victim, since],
     );
     assert.deepEqual(audit.rows.map((row: { to: string }) => row.to).sort(), ['missing', 'running']);
   });

@@ -73,6 +73,8 @@ export interface Platform {
   agents: TestAgent[];
   /** The test database, for assertions only. */
   pg: pg.Pool;
+  /** Its URL (e.g. to run a second control plane's workers against it). */
+  databaseUrl: string;
   /** A new user with their own team and API key. */
   newTeam(): Promise<TeamCredentials>;
   /** Registers and starts one more host agent. */
@@ -355,6 +357,7 @@ export async function startPlatform(opts: PlatformOptions): Promise<Platform> {
       teamId: bootResult.team_id,
       agents,
       pg: pool,
+      databaseUrl: dbUrl.toString(),
       newTeam,
       addAgent,
       cpLogs: () => cpLog + ((cp as Child | null)?.out ?? ''),
