@@ -5,6 +5,9 @@
 //   images/teams/{team b36}/{template b36}/     team and platform templates
 //       rootfs/                                 the template's root file system
 //       template.json                           defaults baked into the template
+//   images/teams/{team b36}/.{template b36}.{tmp|deleted}-{hex}/
+//                                               a snapshot being written, or a deleted template
+//                                               whose files capsules still use (removed later)
 //   sandboxes/{capsule id}/                     one directory per capsule (container runtime: see capsuleFiles)
 //       config.json  rootfs/                    OCI bundle; rootfs is the overlay (template + upper layer)
 //       disk.img  disk/{upper,work,envd.log}    sparse ext4 image holding the upper layer (the disk limit)
@@ -43,7 +46,14 @@ export class Layout {
   /** Directory of a template. The all-zero ids mean the built-in `minimal` template. */
   templateDir(teamId: string, templateId: string): string {
     if (teamId === PLATFORM_UUID && templateId === PLATFORM_UUID) return this.minimalTemplateDir;
-    return path.join(this.imagesDir, 'teams', uuidToBase36(teamId), uuidToBase36(templateId));
+    return path.join(this.teamTemplatesDir, uuidToBase36(teamId), uuidToBase36(templateId));
+  }
+  /** A sibling of a template directory (same file system, so a rename into place is atomic). */
+  templateSibling(templateDir: string, kind: 'tmp' | 'deleted', suffix: string): string {
+    return path.join(path.dirname(templateDir), `.${path.basename(templateDir)}.${kind}-${suffix}`);
+  }
+  get teamTemplatesDir(): string {
+    return path.join(this.imagesDir, 'teams');
   }
   templateRootfs(templateDir: string): string {
     return path.join(templateDir, 'rootfs');

@@ -95,6 +95,7 @@ async function main(): Promise<void> {
   const manager = new SandboxManager({ runtime, layout, log });
   for (const rc of recovered) await manager.adopt(rc);
   await manager.pruneMeta();
+  await manager.sweepTemplates();
   manager.start();
 
   const shutdown = new AbortController();

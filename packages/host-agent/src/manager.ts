@@ -3,6 +3,7 @@
 // and terminals go through each capsule's envd. Errors are ConnectErrors
 // with the code the RPC layer returns as is.
 import fs from 'node:fs/promises';
+import path from 'node:path';
 import { readFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { create } from '@bufbuild/protobuf';
@@ -16,6 +17,7 @@ import {
   ProcessSelectorSchema,
 } from '@wrenn/contracts/gen/process/process_pb';
 import type { Layout } from './layout.js';
+import { removeTree } from './runtime/mounts.js';
 import type { CapsuleHandle, CapsuleSpec, RecoveredCapsule, Runtime } from './runtime/types.js';
 import { EnvdClient } from './envd-client.js';
 import {
@@ -158,7 +160,10 @@ export interface ManagerOptions {
 
 export class SandboxManager {
   private readonly capsules = new Map<string, Capsule>();
-  private readonly creating = new Set<string>();
+  /** Creates in flight: capsule id → the template directory it is being made from. */
+  private readonly creating = new Map<string, string>();
+  /** Deleted templates still used by capsules: directory → ids of those capsules (see deleteSnapshot). */
+  private readonly retired = new Map<string, Set<string>>();
   private autoPaused: string[] = [];
   readonly sampler: MetricsSampler;
   readonly reaper: TtlReaper;
@@ -222,7 +227,8 @@ export class SandboxManager {
     if (this.capsules.has(id) || this.creating.has(id))
       throw alreadyExists(`capsule ${id} already exists on this host`);
 
-    this.creating.add(id);
+    // Recorded before the template is looked up, so a concurrent DeleteSnapshot sees it in use.
+    this.creating.set(id, path.resolve(this.layout.templateDir(teamId, templateId)));
     try {
       const templateDir = await this.resolveTemplate(template, teamId, templateId);
       const meta: CapsuleMeta = {
@@ -287,6 +293,7 @@ export class SandboxManager {
       return info(capsule);
     } finally {
       this.creating.delete(id);
+      if (!this.capsules.has(id)) await this.releaseRetired(id);
     }
   }
 
@@ -349,6 +356,7 @@ export class SandboxManager {
         throw internal(`capsule ${id} was stopped but cleaning up after it failed (details in the host agent log)`);
       } finally {
         await this.removeMeta(id);
+        await this.releaseRetired(id);
       }
       this.log.info({ id }, 'capsule destroyed');
     });
@@ -451,6 +459,156 @@ export class SandboxManager {
       ),
     );
     return failed;
+  }
+
+  // ---------------------------------------------------------------- templates (snapshots)
+
+  /**
+   * Writes the capsule's root file system (its upper layer merged over its
+   * template) into a new template directory. The capsule is paused while the
+   * files are copied, so the copy is one consistent moment, and resumed
+   * afterwards if it was running. Memory and processes are not captured
+   * (container runtime). The directory is written under a temporary name and
+   * renamed into place, so a template directory is always whole.
+   */
+  async createSnapshot(p: {
+    sandboxId: string;
+    name: string;
+    teamId: string;
+    templateId: string;
+  }): Promise<{ sizeBytes: number }> {
+    const name = checkTemplateName(p.name);
+    if (name === '') throw invalidArgument('name is required');
+    const { teamId, templateId, dir } = this.snapshotDir(p.teamId, p.templateId);
+    const c = this.get(p.sandboxId);
+    return c.lock.run(async () => {
+      this.ensureCurrent(c);
+      if (await pathExists(dir)) throw alreadyExists(`template ${templateId} already exists on this host`);
+      const tmp = this.layout.templateSibling(dir, 'tmp', randomBytes(4).toString('hex'));
+      const wasRunning = c.state === 'running';
+      c.busy++;
+      try {
+        if (wasRunning) await this.doPause(c);
+        try {
+          await fs.mkdir(tmp, { recursive: true, mode: 0o755 });
+          const { sizeBytes } = await this.runtime.exportRootfs(c.id, this.layout.templateRootfs(tmp));
+          const meta = {
+            name,
+            type: 'snapshot',
+            team_id: teamId,
+            template_id: templateId,
+            source_capsule: c.id,
+            source_template: c.template,
+            created_at: new Date(this.now()).toISOString(),
+            size_bytes: sizeBytes,
+          };
+          await fs.writeFile(this.layout.templateMeta(tmp), JSON.stringify(meta, null, 2) + '\n');
+          await fs.rename(tmp, dir);
+          this.log.info({ id: c.id, name, templateId, sizeBytes }, 'snapshot template created');
+          return { sizeBytes };
+        } catch (err) {
+          await removeTree(tmp).catch((e) => this.log.error({ err: e, tmp }, 'could not remove a failed snapshot'));
+          if (err instanceof ConnectError) throw err;
+          this.log.error({ id: c.id, err }, 'snapshot failed');
+          if (/ENOSPC|no space left/i.test(String((err as Error).message))) {
+            throw resourceExhausted('the host has no disk space left for the snapshot');
+          }
+          throw internal(`snapshot of capsule ${c.id} failed (details in the host agent log)`);
+        } finally {
+          // A failed resume leaves the capsule paused (ListSandboxes says so); the snapshot stands.
+          if (wasRunning) {
+            await this.doResume(c).catch((err) => this.log.error({ id: c.id, err }, 'resume after snapshot failed'));
+          }
+        }
+      } finally {
+        c.busy--;
+      }
+    });
+  }
+
+  /**
+   * Removes a template's files. Capsules made from it keep its files as their
+   * lower layer, so while any exist on this host the directory is only renamed
+   * aside (it no longer resolves) and removed when the last of them is destroyed.
+   */
+  async deleteSnapshot(p: { teamId: string; templateId: string }): Promise<void> {
+    const { templateId, dir } = this.snapshotDir(p.teamId, p.templateId);
+    if (!(await pathExists(dir))) throw notFound(`template ${templateId} not found on this host`);
+    const trash = this.layout.templateSibling(dir, 'deleted', randomBytes(4).toString('hex'));
+    await fs.rename(dir, trash);
+    // After the rename no new create can resolve it; every user is now known.
+    const users = this.templateUsers(dir);
+    if (users.length === 0) {
+      await removeTree(trash);
+    } else {
+      await fs.writeFile(path.join(trash, IN_USE_FILE), JSON.stringify(users));
+      this.retired.set(trash, new Set(users));
+    }
+    this.log.info({ templateId, deferredFor: users }, 'template deleted');
+  }
+
+  /**
+   * Agent start, after capsules were re-adopted: removes half-written snapshots
+   * and deleted templates that no surviving capsule uses any more.
+   */
+  async sweepTemplates(): Promise<void> {
+    const teams = await fs.readdir(this.layout.teamTemplatesDir).catch(() => [] as string[]);
+    for (const team of teams) {
+      const teamDir = path.join(this.layout.teamTemplatesDir, team);
+      const names = await fs.readdir(teamDir).catch(() => [] as string[]);
+      for (const name of names) {
+        const full = path.join(teamDir, name);
+        if (/^\.[0-9a-z]+\.tmp-[0-9a-f]+$/.test(name)) {
+          await removeTree(full).catch((err) =>
+            this.log.error({ err, dir: full }, 'could not remove a stale snapshot'),
+          );
+        } else if (/^\.[0-9a-z]+\.deleted-[0-9a-f]+$/.test(name)) {
+          const listed = await fs
+            .readFile(path.join(full, IN_USE_FILE), 'utf8')
+            .then((t) => JSON.parse(t) as unknown)
+            .catch(() => []);
+          const users = (Array.isArray(listed) ? listed : []).filter(
+            (id): id is string => typeof id === 'string' && this.capsules.has(id),
+          );
+          if (users.length) this.retired.set(full, new Set(users));
+          else await removeTree(full).catch((err) => this.log.error({ err, dir: full }, 'could not remove a template'));
+        }
+      }
+    }
+  }
+
+  private snapshotDir(teamIdIn: string, templateIdIn: string): { teamId: string; templateId: string; dir: string } {
+    const teamId = checkUuidField('team_id', teamIdIn);
+    const templateId = checkUuidField('template_id', templateIdIn);
+    // The all-zero template id is the built-in minimal template: never written or removed here.
+    if (templateId === PLATFORM_UUID)
+      throw invalidArgument('template_id is required (and is not the built-in template)');
+    return { teamId, templateId, dir: path.resolve(this.layout.templateDir(teamId, templateId)) };
+  }
+
+  /** Capsules on this host (and creates in flight) whose lower layer is `dir`. */
+  private templateUsers(dir: string): string[] {
+    const users = [...this.capsules.values()].filter((c) => path.resolve(c.spec.templateDir) === dir).map((c) => c.id);
+    for (const [id, d] of this.creating) if (d === dir) users.push(id);
+    return users;
+  }
+
+  /** A destroyed capsule no longer holds deleted templates. */
+  private async releaseRetired(id: string): Promise<void> {
+    for (const [trash, users] of this.retired) {
+      if (!users.delete(id) || users.size > 0) continue;
+      this.retired.delete(trash);
+      await removeTree(trash).catch((err) =>
+        this.log.error({ err, dir: trash }, 'could not remove a deleted template'),
+      );
+    }
+  }
+
+  private async doResume(c: Capsule): Promise<void> {
+    await this.runtime.resume(c.id);
+    c.state = 'running';
+    c.lastActiveAt = this.now();
+    this.sampler.track(c.id, c.spec.vcpus);
   }
 
   // ---------------------------------------------------------------- processes
@@ -983,6 +1141,16 @@ export class SandboxManager {
   private async removeMeta(id: string): Promise<void> {
     await fs.rm(this.layout.capsuleMetaFile(id), { force: true }).catch(() => {});
   }
+}
+
+/** Lists, inside a deleted template's directory, the capsules that still use it. */
+const IN_USE_FILE = '.in-use.json';
+
+async function pathExists(p: string): Promise<boolean> {
+  return fs.stat(p).then(
+    () => true,
+    () => false,
+  );
 }
 
 /** A failed Runtime.create as the caller should see it (the runtime rolled everything back). */

@@ -591,11 +591,21 @@ function serviceImpl(opts: AgentServerOptions): ServiceImpl<typeof HostAgentServ
       return {};
     },
 
-    async createSnapshot() {
-      throw new ConnectError('CreateSnapshot is not implemented yet', Code.Unimplemented);
+    async createSnapshot(req) {
+      checkCapsuleId(req.sandboxId);
+      if (req.name === '') throw invalidArgument('name is required');
+      checkTemplateName(req.name);
+      checkUuidField('team_id', req.teamId);
+      checkUuidField('template_id', req.templateId);
+      const { sizeBytes } = await m.createSnapshot(req);
+      return { name: req.name, sizeBytes: BigInt(sizeBytes) };
     },
-    async deleteSnapshot() {
-      throw new ConnectError('DeleteSnapshot is not implemented yet', Code.Unimplemented);
+    async deleteSnapshot(req) {
+      if (req.name !== '') checkTemplateName(req.name);
+      checkUuidField('team_id', req.teamId);
+      checkUuidField('template_id', req.templateId);
+      await m.deleteSnapshot(req);
+      return {};
     },
     async flattenRootfs() {
       throw new ConnectError('FlattenRootfs is not implemented yet', Code.Unimplemented);
