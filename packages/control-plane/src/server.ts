@@ -41,6 +41,7 @@ import { apiKeyRoutes } from './routes/api-keys.js';
 import { auditLogRoutes } from './routes/audit-logs.js';
 import { hostRoutes } from './routes/hosts.js';
 import { capsuleRoutes } from './routes/capsules.js';
+import { snapshotRoutes } from './routes/snapshots.js';
 import { HostClientPool } from './hosts/pool.js';
 import { HostTokens } from './hosts/credentials.js';
 import { LeastLoadedScheduler, type Scheduler } from './hosts/scheduler.js';
@@ -275,6 +276,7 @@ export async function buildServer(deps: ServerDeps): Promise<App> {
   auditLogRoutes(app, ctx);
   hostRoutes(app, ctx);
   capsuleRoutes(app, ctx);
+  snapshotRoutes(app, ctx);
 
   return app;
 }

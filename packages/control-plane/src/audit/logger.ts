@@ -401,4 +401,39 @@ export class AuditLogger {
   capsuleDestroyed(actor: AuditActor, capsule: { id: string; teamId: string }, from: string): void {
     this.capsuleEvent(actor, capsule, 'destroy', 'warning', { from });
   }
+
+  // --- templates (resource id = the template's name, unique per team) ---
+
+  snapshotCreated(
+    actor: AuditActor,
+    template: { teamId: string; name: string },
+    source: { capsuleId: string; sizeBytes: number; overwrote: boolean },
+  ): void {
+    this.record({
+      teamId: template.teamId,
+      actor,
+      resourceType: 'template',
+      resourceId: template.name,
+      action: 'snapshot.create',
+      scope: 'team',
+      status: 'success',
+      metadata: {
+        capsule_id: formatId('capsule', source.capsuleId),
+        size_bytes: source.sizeBytes,
+        overwrote: source.overwrote,
+      },
+    });
+  }
+
+  snapshotDeleted(actor: AuditActor, template: { teamId: string; name: string }): void {
+    this.record({
+      teamId: template.teamId,
+      actor,
+      resourceType: 'template',
+      resourceId: template.name,
+      action: 'snapshot.delete',
+      scope: 'team',
+      status: 'warning',
+    });
+  }
 }

@@ -4,7 +4,7 @@
 // saw>`), so concurrent requests (pause vs destroy, two resumes) and the host
 // monitor cannot overwrite each other: the loser re-reads and reports the
 // state it found. The host agent serialises lifecycle calls per capsule.
-import { formatId, PLATFORM_UUID } from '@wrenn/contracts';
+import { formatId } from '@wrenn/contracts';
 import { sql, type Kysely } from 'kysely';
 import type { Logger } from 'pino';
 import { Code } from '@connectrpc/connect';
@@ -13,7 +13,8 @@ import type { AuditActor, AuditLogger } from '../audit/logger.js';
 import type { CapsuleStatus, DB, HostRow, MetricTier, SandboxRow } from '../db/schema.js';
 import { ApiError, conflict, notFound, parseIdParam } from '../errors.js';
 import type { HostAgentClient, HostClientPool } from '../hosts/pool.js';
-import type { Scheduler } from '../hosts/scheduler.js';
+import { candidateHosts, headroom, type PlacementRequest, type Scheduler } from '../hosts/scheduler.js';
+import { resolveTemplate } from '../templates/store.js';
 import { agentError, connectCode, hostUnreachable } from './agent-errors.js';
 import { DEFAULTS, type CreateCapsuleBody } from './schemas.js';
 
@@ -194,17 +195,23 @@ export class CapsuleService {
   async create(teamId: string, actor: AuditActor, body: CreateCapsuleBody): Promise<SandboxRow> {
     const { db, audit, log } = this.deps;
     const template = body.template ?? DEFAULTS.template;
-    const vcpus = body.vcpus ?? DEFAULTS.vcpus;
-    const memoryMb = body.memory_mb ?? DEFAULTS.memoryMb;
+    // The team's template of that name, else the platform's (404 when neither exists).
+    const tpl = await resolveTemplate(db, teamId, template);
+    // A snapshot's resources are baked in: they replace the request's.
+    const snapshot = tpl.type === 'snapshot';
+    const vcpus = snapshot ? tpl.vcpus : (body.vcpus ?? DEFAULTS.vcpus);
+    const memoryMb = snapshot ? tpl.memory_mb : (body.memory_mb ?? DEFAULTS.memoryMb);
     const diskSizeMb = body.disk_size_mb ?? DEFAULTS.diskSizeMb;
     const timeoutSec = body.timeout_sec ?? 0;
-    // Only the built-in template exists until templates are stored in the database.
-    if (template !== 'minimal') throw notFound(`template "${template}" not found`, 'template_not_found');
 
     const team = await db.selectFrom('teams').select('is_byoc').where('id', '=', teamId).executeTakeFirst();
     const byoc = team?.is_byoc ?? false;
     await this.checkFitsSomeHost(teamId, byoc, vcpus, memoryMb);
-    const host = await this.deps.scheduler.pick({ teamId, byoc, vcpus, memoryMb, diskSizeMb });
+    const placement: PlacementRequest = { teamId, byoc, vcpus, memoryMb, diskSizeMb };
+    // A snapshot's files are on the host that made it: its capsules go there.
+    const host = tpl.host_id
+      ? await this.pickTemplateHost(tpl.host_id, template, placement)
+      : await this.deps.scheduler.pick(placement);
     if (!host) {
       throw new ApiError(
         503,
@@ -219,8 +226,8 @@ export class CapsuleService {
         team_id: teamId,
         host_id: host.id,
         template,
-        template_id: PLATFORM_UUID,
-        template_team_id: PLATFORM_UUID,
+        template_id: tpl.id,
+        template_team_id: tpl.team_id,
         status: 'pending',
         vcpus,
         memory_mb: memoryMb,
@@ -240,12 +247,14 @@ export class CapsuleService {
         {
           sandboxId: wireId,
           template,
-          teamId: PLATFORM_UUID,
-          templateId: PLATFORM_UUID,
+          teamId: tpl.team_id,
+          templateId: tpl.id,
           vcpus,
           memoryMb,
           diskSizeMb,
           timeoutSec,
+          defaultUser: tpl.default_user,
+          defaultEnv: (tpl.default_env ?? {}) as Record<string, string>,
         },
         { timeoutMs: CREATE_TIMEOUT_MS },
       );
@@ -275,6 +284,26 @@ export class CapsuleService {
     }
     audit.capsuleCreated(actor, { id: row.id, teamId }, { template, vcpus, memoryMb, diskSizeMb, hostId: host.id });
     return running;
+  }
+
+  /** The host holding a snapshot template, if it is online and has room; 503 otherwise. */
+  private async pickTemplateHost(hostId: string, template: string, req: PlacementRequest): Promise<HostRow> {
+    const load = (await candidateHosts(this.deps.db, req)).find((l) => l.host.id === hostId);
+    if (!load) {
+      throw new ApiError(
+        503,
+        'host_unavailable',
+        `template "${template}" is stored on host ${formatId('host', hostId)}, which is not online`,
+      );
+    }
+    if (headroom(load, req) === null) {
+      throw new ApiError(
+        503,
+        'no_hosts_available',
+        `host ${formatId('host', hostId)}, which stores template "${template}", has no room for the capsule`,
+      );
+    }
+    return load.host;
   }
 
   /** A precise 400 when no host of the team's kind could ever run the request. */

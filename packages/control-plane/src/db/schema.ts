@@ -176,6 +176,26 @@ export interface SandboxMetricsSnapshotsTable {
   memory_mb_reserved: number;
 }
 
+export type TemplateType = 'base' | 'snapshot';
+
+export interface TemplatesTable {
+  id: Generated<string>;
+  /** The all-zero UUID for platform templates (visible to every team). */
+  team_id: string;
+  name: string;
+  type: Generated<TemplateType>;
+  vcpus: Generated<number>;
+  memory_mb: Generated<number>;
+  size_bytes: ColumnType<string, number | string | undefined, number | string>;
+  /** '' = the image's own default user. */
+  default_user: Generated<string>;
+  default_env: Json;
+  metadata: Json;
+  /** Host holding a snapshot's files; null = present on every host. */
+  host_id: string | null;
+  created_at: CreatedAt;
+}
+
 export interface DB {
   teams: TeamsTable;
   users: UsersTable;
@@ -191,6 +211,7 @@ export interface DB {
   sandboxes: SandboxesTable;
   sandbox_metric_points: SandboxMetricPointsTable;
   sandbox_metrics_snapshots: SandboxMetricsSnapshotsTable;
+  templates: TemplatesTable;
 }
 
 export type UserRow = Selectable<UsersTable>;
@@ -199,3 +220,4 @@ export type ApiKeyRow = Selectable<TeamApiKeysTable>;
 export type NewAuditLog = Insertable<AuditLogsTable>;
 export type HostRow = Selectable<HostsTable>;
 export type SandboxRow = Selectable<SandboxesTable>;
+export type TemplateRow = Selectable<TemplatesTable>;
