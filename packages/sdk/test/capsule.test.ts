@@ -349,6 +349,16 @@ describe('errors', () => {
     assert.equal(await capsule.isRunning(), true);
   });
 
+  test('listTemplates: the built-in minimal template, filtered by type', async () => {
+    const all = await Capsule.listTemplates(conn);
+    const minimal = all.find((t) => t.name === 'minimal');
+    assert.equal(minimal?.type, 'base');
+    assert.equal(minimal?.platform, true);
+    assert.ok(minimal?.createdAt instanceof Date);
+    const snapshots = await Capsule.listTemplates({ ...conn, type: 'snapshot' });
+    assert.ok(snapshots.every((t) => t.type === 'snapshot'));
+  });
+
   test('bad key, bad input, unreachable server', async () => {
     await assert.rejects(Capsule.list({ apiKey: 'wrn_' + '0'.repeat(32), baseUrl: p.baseUrl }), AuthenticationError);
     await assert.rejects(
