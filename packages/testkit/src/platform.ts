@@ -278,7 +278,9 @@ export async function startPlatform(opts: PlatformOptions): Promise<Platform> {
         await waitFor(`host agent ${index} online`, async () => {
           if (me.proc.exitCode !== null) throw new Error(`host agent ${index} exited:\n${me.out}`);
           const h = await api<{ status: string }>(baseUrl, 'GET', `/v1/hosts/${host.id}`, { jwt: adminJwt });
-          return h.status === 'online' && me.out.includes('host agent listening');
+          // The control plane marks the host online before the agent has saved its credentials.
+          const saved = fs.existsSync(path.join(dataDir, 'host-credentials.json'));
+          return h.status === 'online' && saved && me.out.includes('host agent listening');
         });
       };
       const agent: TestAgent = {
