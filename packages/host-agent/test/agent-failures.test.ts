@@ -16,22 +16,9 @@ import {
   type RunningAgent,
 } from './agent-harness.js';
 import { assertNoLeaks, findLeaks } from './agent-leaks.js';
+import { rejects, sh, text } from './rpc-asserts.js';
 
 const PREFIX = 'htf';
-const text = (b: Uint8Array) => Buffer.from(b).toString();
-const sh = (script: string) => ({ cmd: '/bin/sh', args: ['-c', script] });
-
-async function rejects(p: Promise<unknown>, code: Code, re?: RegExp): Promise<ConnectError> {
-  try {
-    await p;
-  } catch (err) {
-    assert.ok(err instanceof ConnectError, `expected a ConnectError, got ${String(err)}`);
-    assert.equal(Code[err.code], Code[code], `code of: ${err.message}`);
-    if (re) assert.match(err.rawMessage, re);
-    return err;
-  }
-  assert.fail(`expected ${Code[code]}, but the call succeeded`);
-}
 
 describe('host agent failure paths', () => {
   let agent: RunningAgent;

@@ -7,10 +7,10 @@ import fs from 'node:fs';
 import { Code, ConnectError } from '@connectrpc/connect';
 import { newCapsuleId, removeDataDir, startAgent, waitUntil, type RunningAgent } from './agent-harness.js';
 import { assertNoLeaks } from './agent-leaks.js';
+import { text } from './rpc-asserts.js';
 
 const PREFIX = 'htr';
 const SUBNET = '10.233.0.0/24';
-const text = (b: Uint8Array) => Buffer.from(b).toString();
 
 describe('host agent restarts', () => {
   let agent: RunningAgent | null = null;

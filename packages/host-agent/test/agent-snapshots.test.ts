@@ -6,27 +6,14 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { Code, ConnectError } from '@connectrpc/connect';
+import { Code } from '@connectrpc/connect';
 import { PLATFORM_UUID, newUuid } from '@wrenn/contracts';
 import { newCapsuleId, removeDataDir, startAgent, type AgentClient, type RunningAgent } from './agent-harness.js';
 import { assertNoLeaks } from './agent-leaks.js';
+import { rejects, sh, text } from './rpc-asserts.js';
 
 const PREFIX = 'hts';
 const SUBNET = '10.251.0.0/24';
-const text = (b: Uint8Array) => Buffer.from(b).toString();
-const sh = (script: string) => ({ cmd: '/bin/sh', args: ['-c', script] });
-
-async function rejects(p: Promise<unknown>, code: Code, re?: RegExp): Promise<void> {
-  try {
-    await p;
-  } catch (err) {
-    assert.ok(err instanceof ConnectError, `expected a ConnectError, got ${String(err)}`);
-    assert.equal(Code[err.code], Code[code], `code of: ${err.message}`);
-    if (re) assert.match(err.rawMessage, re);
-    return;
-  }
-  assert.fail(`expected ${Code[code]}, but the call succeeded`);
-}
 
 describe('host agent snapshots', () => {
   let agent: RunningAgent;

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import { createHash, randomBytes } from 'node:crypto';
-import { Code, ConnectError } from '@connectrpc/connect';
+import { Code } from '@connectrpc/connect';
 import { create } from '@bufbuild/protobuf';
 import {
   WriteFileStreamRequestSchema,
@@ -24,24 +24,11 @@ import {
   type RunningAgent,
 } from './agent-harness.js';
 import { assertNoLeaks } from './agent-leaks.js';
+import { rejects, sh, text } from './rpc-asserts.js';
 
-async function rejects(p: Promise<unknown>, code: Code, re?: RegExp): Promise<ConnectError> {
-  try {
-    await p;
-  } catch (err) {
-    assert.ok(err instanceof ConnectError, `expected a ConnectError, got ${String(err)}`);
-    assert.equal(Code[err.code], Code[code], `code of: ${err.message}`);
-    if (re) assert.match(err.rawMessage, re);
-    return err;
-  }
-  assert.fail(`expected ${Code[code]}, but the call succeeded`);
-}
-
-const text = (b: Uint8Array) => Buffer.from(b).toString();
 /** Peak resident memory of a process (VmHWM). */
 const peakRssMiB = (pid: number) =>
   Number(/VmHWM:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) / 1024;
-const sh = (script: string) => ({ cmd: '/bin/sh', args: ['-c', script] });
 
 describe('host agent over Connect RPC', () => {
   let agent: RunningAgent;
