@@ -19,6 +19,7 @@ import {
   MetricPointSchema,
   PtyAttachResponseSchema,
   SandboxInfoSchema,
+  type ExecRequest,
   type ExecStreamResponse,
   type FileEntry,
   type MetricPoint,
@@ -40,11 +41,9 @@ import {
   checkUser,
   checkUuidField,
 } from './validate.js';
+import { AGENT_H2_CONNECTION_WINDOW, AGENT_H2_SETTINGS } from '@wrenn/contracts';
 
 export const AGENT_VERSION = '0.1.0';
-/** HTTP/2 settings for both ends of agent connections (the control plane's client uses them too). */
-export const H2_SETTINGS = { maxFrameSize: 1024 * 1024, initialWindowSize: 8 * 1024 * 1024 };
-export const H2_CONNECTION_WINDOW = 32 * 1024 * 1024;
 /** Largest request or response message (unary file contents included). */
 export const MAX_MESSAGE_BYTES = 65 * 1024 * 1024;
 
@@ -89,10 +88,9 @@ export class AgentServer {
     this.h1.on('upgrade', (req: http.IncomingMessage, socket: net.Socket, head: Buffer) =>
       CapsuleProxy.matches(req) ? proxy.handleUpgrade(req, socket, head) : socket.destroy(),
     );
-    // Large frames and windows: a 64 KiB file chunk is one DATA frame, and a stream is not held
-    // to 64 KiB in flight (every frame crosses the JS stream below, which costs per frame).
-    this.h2 = http2.createServer({ settings: H2_SETTINGS }, handler);
-    this.h2.on('session', (session) => session.setLocalWindowSize?.(H2_CONNECTION_WINDOW));
+    // Large frames and windows (every frame also crosses the sniffing JS stream below, at a cost per frame).
+    this.h2 = http2.createServer({ settings: AGENT_H2_SETTINGS }, handler);
+    this.h2.on('session', (session) => session.setLocalWindowSize(AGENT_H2_CONNECTION_WINDOW));
     this.tcp = net.createServer((socket) => this.sniff(socket));
   }
 
@@ -177,6 +175,12 @@ function replayStream(socket: net.Socket, head: Buffer): Duplex {
   socket.on('error', (err) => d.destroy(err));
   socket.on('close', () => d.destroy());
   return d;
+}
+
+/** The manager's view of an Exec/ExecStream request. */
+function execParams(req: ExecRequest) {
+  const { cmd, args, envs, cwd, user, timeoutSec, stdin } = req;
+  return { cmd, args, envs, cwd, user, timeoutSec, stdin };
 }
 
 // ------------------------------------------------------------ auth & errors
@@ -408,19 +412,7 @@ function serviceImpl(opts: AgentServerOptions): ServiceImpl<typeof HostAgentServ
       checkCapsuleId(req.sandboxId);
       checkCommandFields(req);
       checkTimeout(req.timeoutSec);
-      const r = await m.exec(
-        req.sandboxId,
-        {
-          cmd: req.cmd,
-          args: req.args,
-          envs: req.envs,
-          cwd: req.cwd,
-          user: req.user,
-          timeoutSec: req.timeoutSec,
-          stdin: req.stdin,
-        },
-        ctx.signal,
-      );
+      const r = await m.exec(req.sandboxId, execParams(req), ctx.signal);
       return { stdout: r.stdout, stderr: r.stderr, exitCode: r.exitCode, durationMs: BigInt(r.durationMs) };
     },
 
@@ -428,19 +420,7 @@ function serviceImpl(opts: AgentServerOptions): ServiceImpl<typeof HostAgentServ
       checkCapsuleId(req.sandboxId);
       checkCommandFields(req);
       checkTimeout(req.timeoutSec);
-      const events = m.execStream(
-        req.sandboxId,
-        {
-          cmd: req.cmd,
-          args: req.args,
-          envs: req.envs,
-          cwd: req.cwd,
-          user: req.user,
-          timeoutSec: req.timeoutSec,
-          stdin: req.stdin,
-        },
-        ctx.signal,
-      );
+      const events = m.execStream(req.sandboxId, execParams(req), ctx.signal);
       for await (const ev of events) yield execEvent(ev);
     },
 

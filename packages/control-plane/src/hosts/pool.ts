@@ -4,11 +4,10 @@ import { createClient, type Client, type Interceptor } from '@connectrpc/connect
 import { createConnectTransport, Http2SessionManager } from '@connectrpc/connect-node';
 import type http2 from 'node:http2';
 import { HostAgentService } from '@wrenn/contracts/gen/hostagent/v1/hostagent_pb';
+import { AGENT_H2_CONNECTION_WINDOW, AGENT_H2_SETTINGS } from '@wrenn/contracts';
 
 export type HostAgentClient = Client<typeof HostAgentService>;
 
-const H2_SETTINGS = { maxFrameSize: 1024 * 1024, initialWindowSize: 8 * 1024 * 1024 };
-const CONNECTION_WINDOW = 32 * 1024 * 1024;
 const widened = new WeakSet<http2.Http2Session>();
 
 /**
@@ -22,7 +21,7 @@ class WideWindowSessionManager extends Http2SessionManager {
     const session = stream.session;
     if (session && !widened.has(session)) {
       widened.add(session);
-      session.setLocalWindowSize(CONNECTION_WINDOW);
+      session.setLocalWindowSize(AGENT_H2_CONNECTION_WINDOW);
     }
     return stream;
   }
@@ -61,7 +60,7 @@ export class HostClientPool {
       httpVersion: '2',
       interceptors: [auth],
       // Large frames and windows for file streams (64 KiB chunks); compression only costs CPU here.
-      sessionManager: new WideWindowSessionManager(baseUrl, {}, { settings: H2_SETTINGS }),
+      sessionManager: new WideWindowSessionManager(baseUrl, {}, { settings: AGENT_H2_SETTINGS }),
       acceptCompression: [],
     });
     const client = createClient(HostAgentService, transport);
