@@ -126,37 +126,34 @@ export async function getMembership(db: Db, userId: string, teamId: string): Pro
  * else a new default team (the user lost all their teams).
  */
 export async function loginTeam(db: Kysely<DB>, user: Pick<UserRow, 'id' | 'name'>): Promise<Membership> {
+  const found = await firstActiveTeam(db, user.id);
+  if (found) return found;
+  return db.transaction().execute(async (trx) => {
+    // Serialise with any concurrent sign-in of the same user, then look again.
+    await trx.selectFrom('users').select('id').where('id', '=', user.id).forUpdate().execute();
+    const again = await firstActiveTeam(trx, user.id);
+    if (again) return again;
+    // A previous default may point at a deleted team; the new team takes over.
+    await trx.updateTable('users_teams').set({ is_default: false }).where('user_id', '=', user.id).execute();
+    const team = await createTeamWithOwner(trx, user.id, defaultTeamName(user.name || 'My'), true);
+    return { teamId: team.id, role: 'owner' as const, isDefault: true };
+  });
+}
+
+/** The user's default team if still active, else the first active team joined. */
+async function firstActiveTeam(db: Kysely<DB>, userId: string): Promise<Membership | null> {
   const row = await db
     .selectFrom('users_teams as m')
     .innerJoin('teams as t', 't.id', 'm.team_id')
     .select(['m.team_id', 'm.role', 'm.is_default'])
-    .where('m.user_id', '=', user.id)
+    .where('m.user_id', '=', userId)
     .where('t.deleted_at', 'is', null)
     .orderBy('m.is_default', 'desc')
     .orderBy('m.created_at', 'asc')
     .orderBy('m.team_id', 'asc')
     .limit(1)
     .executeTakeFirst();
-  if (row) return { teamId: row.team_id, role: row.role, isDefault: row.is_default };
-  return db.transaction().execute(async (trx) => {
-    // Serialise with any concurrent sign-in of the same user, then look again.
-    await trx.selectFrom('users').select('id').where('id', '=', user.id).forUpdate().execute();
-    const again = await trx
-      .selectFrom('users_teams as m')
-      .innerJoin('teams as t', 't.id', 'm.team_id')
-      .select(['m.team_id', 'm.role', 'm.is_default'])
-      .where('m.user_id', '=', user.id)
-      .where('t.deleted_at', 'is', null)
-      .orderBy('m.is_default', 'desc')
-      .orderBy('m.created_at', 'asc')
-      .limit(1)
-      .executeTakeFirst();
-    if (again) return { teamId: again.team_id, role: again.role, isDefault: again.is_default };
-    // A previous default may point at a deleted team; the new team takes over.
-    await trx.updateTable('users_teams').set({ is_default: false }).where('user_id', '=', user.id).execute();
-    const team = await createTeamWithOwner(trx, user.id, defaultTeamName(user.name || 'My'), true);
-    return { teamId: team.id, role: 'owner' as const, isDefault: true };
-  });
+  return row ? { teamId: row.team_id, role: row.role, isDefault: row.is_default } : null;
 }
 
 export interface AuthResponseBody {
