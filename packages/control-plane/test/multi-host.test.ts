@@ -7,39 +7,20 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { startPlatform, waitFor, type Platform } from '@wrenn/testkit';
+import { api } from './capsules-helpers.js';
 import { openDatabase } from '../src/db/connect.js';
 import { createLogger } from '../src/logging.js';
 import { AuditLogger } from '../src/audit/logger.js';
 import { HostClientPool } from '../src/hosts/pool.js';
 import { HostMonitor } from '../src/hosts/monitor.js';
 
-interface Resp {
-  status: number;
-  body: any; // eslint-disable-line @typescript-eslint/no-explicit-any
-}
-
 describe('capsules on several hosts', () => {
   let p: Platform;
   const hostOf = new Map<string, string>(); // capsule id -> host id
 
-  const call = async (method: string, url: string, body?: unknown, jwt?: string): Promise<Resp> => {
-    const res = await fetch(p.baseUrl + url, {
-      method,
-      headers: {
-        ...(jwt ? { authorization: `Bearer ${jwt}` } : { 'x-api-key': p.apiKey }),
-        ...(body !== undefined ? { 'content-type': 'application/json' } : {}),
-      },
-      body: body !== undefined ? JSON.stringify(body) : undefined,
-    });
-    const text = await res.text();
-    let parsed: unknown = text;
-    try {
-      parsed = text ? JSON.parse(text) : undefined;
-    } catch {
-      // not JSON
-    }
-    return { status: res.status, body: parsed };
-  };
+  // The admin team's API key, or a session JWT when given (host routes).
+  const call = (method: string, url: string, body?: unknown, jwt?: string) =>
+    api(p.baseUrl, { apiKey: p.apiKey })(method, url, body, jwt ? { jwt } : null);
   const exec = (id: string, cmd: string, args: string[] = []) => call('POST', `/v1/capsules/${id}/exec`, { cmd, args });
   const status = async (id: string) => (await call('GET', `/v1/capsules/${id}`)).body.status as string;
   const hostIdOfCapsule = async (id: string): Promise<string> => {
