@@ -122,6 +122,25 @@ export class CapsuleService {
     return this.live(row);
   }
 
+  /**
+   * One host agent call for the team's running capsule: agent failures become API errors,
+   * and the capsule's activity is recorded.
+   */
+  async onRunning<T>(teamId: string, wireId: unknown, call: (live: LiveCapsule) => Promise<T>): Promise<T> {
+    return this.onLive(await this.running(teamId, wireId), call);
+  }
+
+  /** As onRunning, for a capsule already looked up. */
+  async onLive<T>(live: LiveCapsule, call: (live: LiveCapsule) => Promise<T>): Promise<T> {
+    try {
+      return await call(live);
+    } catch (err) {
+      throw agentError(err, live.host.id);
+    } finally {
+      void this.touch(live.row.id);
+    }
+  }
+
   /** The agent of a capsule's host (whatever the capsule's state). */
   async live(row: SandboxRow): Promise<LiveCapsule> {
     const host = await this.hostOf(row);

@@ -83,13 +83,9 @@ export function capsuleFileRoutes(app: App, ctx: RouteContext, svc: CapsuleServi
   const tags = ['capsules'];
 
   async function upload(live: LiveCapsule, path: string, source: AsyncIterable<Buffer> | Buffer[]): Promise<void> {
-    try {
-      await live.client.writeFileStream(uploadMessages(live.wireId, path, source), { timeoutMs: FILE_TIMEOUT_MS });
-    } catch (err) {
-      throw agentError(err, live.host.id);
-    } finally {
-      await svc.touch(live.row.id);
-    }
+    await svc.onLive(live, (l) =>
+      l.client.writeFileStream(uploadMessages(l.wireId, path, source), { timeoutMs: FILE_TIMEOUT_MS }),
+    );
   }
 
   // Multipart parsing only for the two upload routes.
@@ -296,18 +292,13 @@ export function capsuleFileRoutes(app: App, ctx: RouteContext, svc: CapsuleServi
       },
     },
     async (request) => {
-      const live = await svc.running(teamOf(request).id, request.params.id);
-      try {
-        const res = await live.client.listDir(
+      const res = await svc.onRunning(teamOf(request).id, request.params.id, (live) =>
+        live.client.listDir(
           { sandboxId: live.wireId, path: request.body.path, depth: request.body.depth ?? 1 },
           { timeoutMs: 60_000 },
-        );
-        return { entries: res.entries.map(fileEntryJson) };
-      } catch (err) {
-        throw agentError(err, live.host.id);
-      } finally {
-        await svc.touch(live.row.id);
-      }
+        ),
+      );
+      return { entries: res.entries.map(fileEntryJson) };
     },
   );
 
@@ -329,19 +320,11 @@ export function capsuleFileRoutes(app: App, ctx: RouteContext, svc: CapsuleServi
       },
     },
     async (request) => {
-      const live = await svc.running(teamOf(request).id, request.params.id);
-      try {
-        const res = await live.client.makeDir(
-          { sandboxId: live.wireId, path: request.body.path },
-          { timeoutMs: 60_000 },
-        );
-        if (!res.entry) throw new ApiError(502, 'agent_error', 'the host did not describe the new directory');
-        return { entry: fileEntryJson(res.entry) };
-      } catch (err) {
-        throw agentError(err, live.host.id);
-      } finally {
-        await svc.touch(live.row.id);
-      }
+      const res = await svc.onRunning(teamOf(request).id, request.params.id, (live) =>
+        live.client.makeDir({ sandboxId: live.wireId, path: request.body.path }, { timeoutMs: 60_000 }),
+      );
+      if (!res.entry) throw new ApiError(502, 'agent_error', 'the host did not describe the new directory');
+      return { entry: fileEntryJson(res.entry) };
     },
   );
 
@@ -359,14 +342,9 @@ export function capsuleFileRoutes(app: App, ctx: RouteContext, svc: CapsuleServi
       },
     },
     async (request, reply) => {
-      const live = await svc.running(teamOf(request).id, request.params.id);
-      try {
-        await live.client.removePath({ sandboxId: live.wireId, path: request.body.path }, { timeoutMs: 60_000 });
-      } catch (err) {
-        throw agentError(err, live.host.id);
-      } finally {
-        await svc.touch(live.row.id);
-      }
+      await svc.onRunning(teamOf(request).id, request.params.id, (live) =>
+        live.client.removePath({ sandboxId: live.wireId, path: request.body.path }, { timeoutMs: 60_000 }),
+      );
       return reply.code(204).send(null);
     },
   );

@@ -328,13 +328,9 @@ export function capsuleRoutes(app: App, ctx: RouteContext): void {
       },
     },
     async (request) => {
-      const live = await svc.running(teamOf(request).id, request.params.id);
-      let res;
-      try {
-        res = await live.client.listProcesses({ sandboxId: live.wireId }, { timeoutMs: 30_000 });
-      } catch (err) {
-        throw agentError(err, live.host.id);
-      }
+      const res = await svc.onRunning(teamOf(request).id, request.params.id, (live) =>
+        live.client.listProcesses({ sandboxId: live.wireId }, { timeoutMs: 30_000 }),
+      );
       return {
         processes: res.processes.map((p) => ({
           pid: p.pid,
@@ -367,16 +363,12 @@ export function capsuleRoutes(app: App, ctx: RouteContext): void {
     },
     async (request, reply) => {
       const selector = parseSelector(request.params.selector);
-      const live = await svc.running(teamOf(request).id, request.params.id);
-      try {
-        await live.client.killProcess(
+      await svc.onRunning(teamOf(request).id, request.params.id, (live) =>
+        live.client.killProcess(
           { sandboxId: live.wireId, selector, signal: request.query.signal ?? 'SIGKILL' },
           { timeoutMs: 30_000 },
-        );
-      } catch (err) {
-        throw agentError(err, live.host.id);
-      }
-      await svc.touch(live.row.id);
+        ),
+      );
       return reply.code(204).send(null);
     },
   );
