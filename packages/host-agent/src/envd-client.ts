@@ -64,7 +64,7 @@ export class EnvdClient {
 
   /**
    * Polls /health until envd answers. On the create critical path: it polls
-   * every 5 ms at first (a refused connection inside the capsule's netns is
+   * every 2 ms at first (a refused connection inside the capsule's netns is
    * answered at once), then backs off. `isAlive` lets it give up early.
    */
   async waitReady(timeoutMs: number, isAlive: () => boolean = () => true): Promise<void> {
@@ -78,7 +78,7 @@ export class EnvdClient {
         throw new ConnectError('the capsule exited before envd became ready', Code.Unavailable);
       }
       const elapsed = Date.now() - start;
-      await sleep(elapsed < 500 ? 5 : elapsed < 2000 ? 20 : 100);
+      await sleep(elapsed < 500 ? 2 : elapsed < 2000 ? 20 : 100);
     }
     throw new ConnectError(`envd at ${this.baseUrl} did not become ready within ${timeoutMs} ms`, Code.Unavailable);
   }

@@ -53,6 +53,11 @@ export async function findLeaks(prefix: string, dataDir: string, opts: { retired
     const out = run('runc', ['--root', runcRoot, 'list', '-q']).trim();
     if (out) leaks.push(...out.split('\n').map((id) => `runc container ${id}`));
   }
+  // A retired agent leaves no spare disk images behind either.
+  const spares = path.join(root, 'cache', 'disks', 'spare');
+  if (opts.retired && fs.existsSync(spares)) {
+    for (const name of fs.readdirSync(spares)) leaks.push(`spare disk ${name}`);
+  }
   const sandboxes = path.join(root, 'sandboxes');
   if (fs.existsSync(sandboxes)) {
     for (const name of fs.readdirSync(sandboxes)) leaks.push(`sandbox dir ${name}`);

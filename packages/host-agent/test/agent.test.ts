@@ -495,6 +495,34 @@ describe('host agent over Connect RPC', () => {
     assert.ok(s.createdAtUnix > 0n && s.lastActiveAtUnix >= s.createdAtUnix);
     assert.equal(s.metadata.runtime, 'container');
   });
+  test('disks: creates take ready spare copies; each capsule gets a fresh disk of its own size', async () => {
+    const spareDir = `${agent.dataDir}/cache/disks/spare`;
+    const spares = () =>
+      fs.existsSync(spareDir) ? fs.readdirSync(spareDir).filter((f) => f.startsWith('ext4-320M-')) : [];
+    const make = async () => {
+      const x = newCapsuleId();
+      await c.createSandbox({ sandboxId: x, template: 'minimal', memoryMb: 128, diskSizeMb: 320 });
+      return x;
+    };
+    const first = await make();
+    // The first create of a size copies now, then spares of that size are made in the background.
+    await waitUntil(async () => spares().filter((f) => f.endsWith('.img')).length === 2, 10_000, 'two spare disks');
+    const ready = spares();
+    await c.exec({ sandboxId: first, ...sh('echo mine > /root/marker') });
+    await c.destroySandbox({ sandboxId: first });
+    const second = await make();
+    // One spare was moved into the capsule (and is being replaced).
+    assert.ok(
+      ready.some((f) => !spares().includes(f)),
+      'a spare was taken',
+    );
+    const r = await c.exec({ sandboxId: second, ...sh('test -e /root/marker && echo leaked; df -m / | tail -1') });
+    assert.doesNotMatch(text(r.stdout), /leaked/);
+    const sizeMb = Number(text(r.stdout).trim().split(/\s+/)[1]);
+    assert.ok(sizeMb > 250 && sizeMb <= 320, `the disk is the capsule's own 320 MiB (df says ${sizeMb} MiB)`);
+    await c.destroySandbox({ sandboxId: second });
+  });
+
   test('TTL: idle capsules are auto-paused and reported once; ping resets the timer; timeout survives resume', async () => {
     const a = newCapsuleId();
     const b = newCapsuleId();

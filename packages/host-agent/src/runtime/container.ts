@@ -33,7 +33,6 @@ import {
   MIN_DISK_MB,
   allLoopDevices,
   allocatedBytes,
-  copyImage,
   detachLoop,
   loopDevicesOf,
   mountImage,
@@ -147,7 +146,9 @@ export class ContainerRuntime implements Runtime {
     if (!Number.isInteger(this.pidsLimit) || this.pidsLimit < 8) throw new Error('pidsLimit must be an integer >= 8');
     this.runcBin = opts.runc ?? 'runc';
     this.envdBundle = opts.envdBundle ?? DEFAULT_ENVD_BUNDLE;
-    this.disks = new DiskCache(this.layout.diskCacheDir);
+    this.disks = new DiskCache(this.layout.diskCacheDir, (err) =>
+      this.log.warn({ err: message(err) }, 'could not make a spare disk image'),
+    );
   }
 
   /** Copies node, tini, envd and node-pty into the directory every capsule mounts at /opt/wrenn. */
@@ -222,7 +223,7 @@ export class ContainerRuntime implements Runtime {
     };
     // Shared, made once: host rules, the formatted disk of this size, resolv.conf.
     await this.net.ensureHostSetup();
-    const master = await this.disks.image(spec.diskSizeMb);
+    await this.disks.image(spec.diskSizeMb);
     this.resolvConf ??= hostResolvConf();
     this.swap ??= swapAccounting();
     this.nofile ??= capsuleNofile();
@@ -248,7 +249,7 @@ export class ContainerRuntime implements Runtime {
           throw err;
         }
         undo.push({ what: `remove ${files.dir}`, fn: () => removeTree(files.dir) });
-        await copyImage(master, files.diskImage);
+        await this.disks.claim(spec.diskSizeMb, files.diskImage);
         await fs.mkdir(files.disk);
         step('disk_copy');
 
@@ -455,6 +456,7 @@ export class ContainerRuntime implements Runtime {
 
   async recover(): Promise<RecoveredCapsule[]> {
     await this.net.ensureHostSetup();
+    await this.disks.sweepSpares();
     const containers = await this.runcList();
     const adopted: RecoveredCapsule[] = [];
     const dirs = await fs.readdir(this.layout.sandboxesDir).catch(() => [] as string[]);
@@ -538,6 +540,7 @@ export class ContainerRuntime implements Runtime {
 
   /** Removes this agent's iptables chains and parent cgroups (retiring an agent, a test's end); capsules should be gone. */
   async removeHostSetup(): Promise<void> {
+    await this.disks.close();
     await this.net.removeHostSetup();
     await removeParents(this.prefix);
   }
