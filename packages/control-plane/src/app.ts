@@ -39,6 +39,7 @@ export async function startControlPlane(config: Config, log: Logger): Promise<Ru
       oauthRedirectUrl: config.oauthRedirectUrl,
       github: config.github,
       revocationBus: redis?.revocationBus,
+      pty: config.pty,
     });
     const url = await app.listen({ host: config.listenHost, port: config.listenPort });
     const monitor = new HostMonitor({

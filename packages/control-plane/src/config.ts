@@ -44,6 +44,13 @@ export interface Config {
   hostMonitorIntervalMs: number;
   /** A host without a heartbeat for this long is marked unreachable. */
   hostHeartbeatTimeoutMs: number;
+  /** Interactive terminals: how often the server pings, and how long a silent client keeps its connection. */
+  pty: PtyTimings;
+}
+
+export interface PtyTimings {
+  pingIntervalMs: number;
+  idleTimeoutMs: number;
 }
 
 /** A configuration mistake: reported as one line on stderr, exit code 1. */
@@ -189,6 +196,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   };
   const hostMonitorIntervalMs = seconds('WRENN_HOST_MONITOR_INTERVAL_SEC', 5, 0.1, 3600) * 1000;
   const hostHeartbeatTimeoutMs = seconds('WRENN_HOST_HEARTBEAT_TIMEOUT_SEC', 90, 1, 86_400) * 1000;
+  const pty = {
+    pingIntervalMs: seconds('WRENN_PTY_PING_INTERVAL_SEC', 30, 0.1, 3600) * 1000,
+    idleTimeoutMs: seconds('WRENN_PTY_IDLE_TIMEOUT_SEC', 120, 1, 86_400) * 1000,
+  };
 
   return {
     listenHost: host,
@@ -206,5 +217,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     version: VERSION,
     hostMonitorIntervalMs,
     hostHeartbeatTimeoutMs,
+    pty,
   };
 }

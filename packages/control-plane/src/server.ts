@@ -16,7 +16,7 @@ import type { Kysely } from 'kysely';
 import YAML from 'yaml';
 import type { Logger } from 'pino';
 import type { DB } from './db/schema.js';
-import type { GitHubOAuthConfig } from './config.js';
+import type { GitHubOAuthConfig, PtyTimings } from './config.js';
 import {
   ApiError,
   clientErrorHandler,
@@ -72,6 +72,8 @@ export interface ServerDeps {
   /** Connect clients for host agents (shared with background workers). */
   hostPool?: HostClientPool;
   scheduler?: Scheduler;
+  /** Terminal ping interval and idle timeout (default 30 s and 120 s). */
+  pty?: PtyTimings;
 }
 
 /** What the routes (and later issues' routes) share. */
@@ -89,6 +91,7 @@ export interface RouteContext {
   hosts: HostClientPool;
   hostTokens: HostTokens;
   scheduler: Scheduler;
+  pty: PtyTimings;
   /** Every route registered, in order (docs coverage checks, tooling). */
   routes: RegisteredRoute[];
 }
@@ -119,6 +122,7 @@ code{background:#f2f2f2;padding:.1rem .3rem;border-radius:3px}</style></head>
 `;
 
 export const DEFAULT_BODY_LIMIT = 1024 * 1024;
+export const DEFAULT_PTY_TIMINGS: PtyTimings = { pingIntervalMs: 30_000, idleTimeoutMs: 120_000 };
 
 export async function buildServer(deps: ServerDeps): Promise<App> {
   const app = Fastify({
@@ -159,6 +163,7 @@ export async function buildServer(deps: ServerDeps): Promise<App> {
     hosts: deps.hostPool ?? new HostClientPool(),
     hostTokens: new HostTokens(deps.jwtSecret),
     scheduler: deps.scheduler ?? new LeastLoadedScheduler(deps.db),
+    pty: deps.pty ?? DEFAULT_PTY_TIMINGS,
     routes: [],
   };
   app.decorate('wrenn', ctx);

@@ -282,6 +282,42 @@ describe('capsules', () => {
     await unknown.waitClosed();
   });
 
+  it('terminal keepalive: the server pings; a silent client is dropped after the idle timeout, the terminal kept', async () => {
+    // Short timings so the test takes seconds (defaults: ping every 30 s, idle after 120 s).
+    await p.restartControlPlane({ WRENN_PTY_PING_INTERVAL_SEC: '0.5', WRENN_PTY_IDLE_TIMEOUT_SEC: '3' });
+    try {
+      const ws = new WsClient(wsUrl(p.baseUrl, `/v1/capsules/${id}/pty`), { 'x-api-key': p.apiKey });
+      await ws.opened;
+      ws.send({ type: 'start', cmd: '/bin/bash', envs: { PS1: '$ ' } });
+      const started = await ws.waitFor((m) => m.type === 'started');
+      // A client that answers keeps its connection past the idle timeout.
+      const openedAt = Date.now();
+      while (Date.now() - openedAt < 4500) {
+        ws.send({ type: 'pong' });
+        await new Promise((r) => setTimeout(r, 500));
+      }
+      assert.equal(ws.closed, null, 'an active client is not dropped');
+      assert.ok(ws.messages.filter((m) => m.type === 'ping').length >= 4, 'pings every 0.5 s');
+      // Then it falls silent.
+      const silentFrom = Date.now();
+      const closed = await ws.waitClosed(10_000);
+      assert.equal(closed.code, 1000);
+      assert.match(closed.reason, /idle for 3 s/);
+      assert.ok(Date.now() - silentFrom >= 2500, 'not dropped before its idle timeout');
+      // The terminal outlived the connection.
+      const again = new WsClient(wsUrl(p.baseUrl, `/v1/capsules/${id}/pty`), { 'x-api-key': p.apiKey });
+      await again.opened;
+      again.send({ type: 'connect', tag: started.tag });
+      await again.waitFor((m) => m.type === 'started');
+      again.send({ type: 'input', data: Buffer.from('echo alive-$((6*7))\n').toString('base64') });
+      await waitFor('output after the idle close', async () => /alive-42/.test(ptyText(again)), 15_000);
+      again.send({ type: 'kill' });
+      await again.waitFor((m) => m.type === 'exit');
+    } finally {
+      await p.restartControlPlane({ WRENN_PTY_PING_INTERVAL_SEC: '30', WRENN_PTY_IDLE_TIMEOUT_SEC: '120' });
+    }
+  });
+
   it('writes, reads, lists, makes and removes files', async () => {
     const form = new FormData();
     form.append('path', '/tmp/dir/a.txt');

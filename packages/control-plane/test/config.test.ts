@@ -26,6 +26,7 @@ describe('loadConfig', () => {
       assert.equal(c.github, undefined);
       assert.equal(c.publicUrl, undefined);
       assert.equal(c.jwtSecretSource, 'generated');
+      assert.deepEqual(c.pty, { pingIntervalMs: 30_000, idleTimeoutMs: 120_000 });
       assert.ok(c.jwtSecret.length >= 32);
       const file = path.join(dir, 'jwt-secret');
       assert.equal(statSync(file).mode & 0o777, 0o600);
@@ -93,6 +94,8 @@ describe('loadConfig', () => {
       [{ DATABASE_URL: 'not a url' }, /DATABASE_URL is not a valid URL/],
       [{ REDIS_URL: 'http://x' }, /REDIS_URL/],
       [{ LOG_LEVEL: 'loud' }, /LOG_LEVEL/],
+      [{ WRENN_PTY_IDLE_TIMEOUT_SEC: '0' }, /WRENN_PTY_IDLE_TIMEOUT_SEC must be a number of seconds between 1 and/],
+      [{ WRENN_PTY_PING_INTERVAL_SEC: 'often' }, /WRENN_PTY_PING_INTERVAL_SEC/],
       [{ WRENN_PUBLIC_URL: 'ftp://x' }, /WRENN_PUBLIC_URL/],
       [{ OAUTH_GITHUB_CLIENT_ID: 'id' }, /must be set together/],
       [{ OAUTH_GITHUB_CLIENT_ID: 'id', OAUTH_GITHUB_CLIENT_SECRET: 's' }, /WRENN_PUBLIC_URL/],

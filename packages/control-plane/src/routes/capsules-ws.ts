@@ -24,8 +24,6 @@ import { parseSelector } from './capsules.js';
 export const WS_AUTH_TIMEOUT_MS = 5_000;
 /** How long a client may take to send its `start`/`connect` message. */
 const WS_START_TIMEOUT_MS = 30_000;
-export const PTY_PING_INTERVAL_MS = 30_000;
-export const PTY_IDLE_TIMEOUT_MS = 120_000;
 /** Terminal input waiting to be sent beyond this is dropped (the client is typing faster than the capsule reads). */
 const PTY_MAX_PENDING_INPUT = 1024 * 1024;
 
@@ -349,8 +347,9 @@ export function capsuleWsRoutes(app: App, ctx: RouteContext, svc: CapsuleService
           'or `{"type":"connect","tag"}` to re-attach. Then `{"type":"input","data":"<base64>"}`, ' +
           '`{"type":"resize","cols","rows"}`, `{"type":"kill"}`. Server: `{"type":"started","tag","pid"}`, ' +
           '`{"type":"output","data":"<base64>"}`, `{"type":"exit","exit_code"}`, `{"type":"error","data","fatal"}`, ' +
-          '`{"type":"ping"}` every 30 s. The terminal survives a disconnect (re-attach by tag, output from then on); ' +
-          'a connection silent for 120 s is closed.',
+          '`{"type":"ping"}` every 30 s (`WRENN_PTY_PING_INTERVAL_SEC`). The terminal survives a disconnect ' +
+          '(re-attach by tag, output from then on); a connection whose client sent nothing (a `ping` counts) for ' +
+          '120 s (`WRENN_PTY_IDLE_TIMEOUT_SEC`) is closed with code 1000, and the terminal keeps running.',
         tags,
         security,
         params: IdParams,
@@ -455,11 +454,17 @@ export function capsuleWsRoutes(app: App, ctx: RouteContext, svc: CapsuleService
               sess.send({ type: 'error', data: errorOf(err).message, fatal: false });
             }
           });
+          const { pingIntervalMs, idleTimeoutMs } = ctx.pty;
+          timers.push(setInterval(() => sess.send({ type: 'ping' }), pingIntervalMs));
+          // Checked often enough that a silent client is dropped within a second of its timeout.
           timers.push(
-            setInterval(() => {
-              sess.send({ type: 'ping' });
-              if (Date.now() - sess.lastMessageAt > PTY_IDLE_TIMEOUT_MS) sess.close(1000, 'idle for 120 s');
-            }, PTY_PING_INTERVAL_MS),
+            setInterval(
+              () => {
+                if (Date.now() - sess.lastMessageAt > idleTimeoutMs)
+                  sess.close(1000, `idle for ${Math.round(idleTimeoutMs / 1000)} s`);
+              },
+              Math.min(1000, idleTimeoutMs),
+            ),
           );
 
           let exited = false;
