@@ -510,6 +510,40 @@ describe('capsules', () => {
     assert.equal((await call('DELETE', `/v1/capsules/${cid}`)).status, 204);
   });
 
+  it('changes the idle timeout of a running capsule (paused after it) and refuses bad timeouts', async () => {
+    const c = await call('POST', '/v1/capsules', { timeout_sec: 0 });
+    assert.equal(c.status, 201);
+    const cid = c.body.id as string;
+    for (const body of [
+      {},
+      { timeout_sec: -1 },
+      { timeout_sec: 2_592_001 },
+      { timeout_sec: '5' },
+      { timeout_sec: 1, x: 1 },
+    ]) {
+      const r = await call('POST', `/v1/capsules/${cid}/timeout`, body);
+      assert.equal(r.status, 400, JSON.stringify(body));
+      assert.match(r.body.error.message, /timeout_sec|unknown property/);
+    }
+    assert.equal((await call('GET', `/v1/capsules/${cid}`)).body.timeout_sec, 0, 'a refused change changes nothing');
+    assert.equal(
+      (await call('POST', `/v1/capsules/${cid}/timeout`, { timeout_sec: 2 }, { apiKey: other.apiKey })).status,
+      404,
+    );
+    const set = await call('POST', `/v1/capsules/${cid}/timeout`, { timeout_sec: 2 });
+    assert.equal(set.status, 200, JSON.stringify(set.body));
+    assert.equal(set.body.timeout_sec, 2);
+    await waitFor(
+      'the capsule to be paused after its new timeout',
+      async () => (await status(cid)) === 'paused',
+      30_000,
+    );
+    assert.equal((await call('DELETE', `/v1/capsules/${cid}`)).status, 204);
+    const gone = await call('POST', `/v1/capsules/${cid}/timeout`, { timeout_sec: 5 });
+    assert.equal(gone.status, 409);
+    assert.match(gone.body.error.message, /stopped/);
+  });
+
   it('keeps state consistent under concurrent pause, resume and destroy', async () => {
     const agent = p.agents[0]!;
     const creds = JSON.parse(fs.readFileSync(path.join(agent.dataDir, 'host-credentials.json'), 'utf8'));

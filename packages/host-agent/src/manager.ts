@@ -427,6 +427,19 @@ export class SandboxManager {
     this.use(idIn);
   }
 
+  /** A new idle timeout (also for a paused capsule: it applies once resumed); the idle timer restarts now. */
+  async setTimeout(idIn: string, timeoutSecIn: number): Promise<void> {
+    const timeoutSec = checkTimeout(timeoutSecIn);
+    const c = this.get(idIn);
+    await c.lock.run(async () => {
+      this.ensureCurrent(c);
+      c.timeoutSec = timeoutSec;
+      c.lastActiveAt = this.now();
+      // Kept on disk, so a restarted agent re-adopts the capsule with its new timeout.
+      await this.writeMeta(c.id, metaOf(c));
+    });
+  }
+
   list(): { capsules: CapsuleInfo[]; autoPaused: string[] } {
     const autoPaused = this.autoPaused;
     this.autoPaused = [];

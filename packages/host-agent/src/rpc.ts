@@ -384,6 +384,11 @@ function serviceImpl(opts: AgentServerOptions): ServiceImpl<typeof HostAgentServ
       return {};
     },
 
+    async setSandboxTimeout(req) {
+      await m.setTimeout(checkCapsuleId(req.sandboxId), req.timeoutSec);
+      return {};
+    },
+
     async listSandboxes() {
       const { capsules, autoPaused } = m.list();
       return { sandboxes: capsules.map(sandboxInfo), autoPausedSandboxIds: autoPaused };

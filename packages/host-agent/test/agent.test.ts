@@ -464,6 +464,8 @@ describe('host agent over Connect RPC', () => {
     await rejects(c.pauseSandbox({ sandboxId: unknown }), Code.NotFound);
     await rejects(c.resumeSandbox({ sandboxId: unknown }), Code.NotFound);
     await rejects(c.pingSandbox({ sandboxId: unknown }), Code.NotFound);
+    await rejects(c.setSandboxTimeout({ sandboxId: unknown, timeoutSec: 5 }), Code.NotFound);
+    await rejects(c.setSandboxTimeout({ sandboxId: id, timeoutSec: -1 }), Code.InvalidArgument, /timeout_sec/);
     await rejects(c.flushSandboxMetrics({ sandboxId: unknown }), Code.NotFound);
     await rejects(c.exec({ sandboxId: 'cl-../../etc', cmd: 'true' }), Code.InvalidArgument);
     await rejects(c.exec({ sandboxId: id, cmd: '' }), Code.InvalidArgument, /cmd is required/);
@@ -567,6 +569,17 @@ describe('host agent over Connect RPC', () => {
       await waitUntil(async () => (await status(b)) === 'paused', 10_000, 'b auto-paused again after resume');
       const info = (await c.listSandboxes({})).sandboxes.find((s) => s.sandboxId === b)!;
       assert.equal(info.timeoutSec, 2);
+
+      // SetSandboxTimeout: a running capsule created without a timeout is paused after its new one.
+      const x = newCapsuleId();
+      await c.createSandbox({ sandboxId: x, template: 'minimal', timeoutSec: 0 });
+      try {
+        await c.setSandboxTimeout({ sandboxId: x, timeoutSec: 2 });
+        assert.equal((await c.listSandboxes({})).sandboxes.find((s) => s.sandboxId === x)!.timeoutSec, 2);
+        await waitUntil(async () => (await status(x)) === 'paused', 10_000, 'x auto-paused after SetSandboxTimeout');
+      } finally {
+        await c.destroySandbox({ sandboxId: x });
+      }
     } finally {
       // Destroying paused capsules works.
       await c.destroySandbox({ sandboxId: a });

@@ -167,17 +167,20 @@ export class Capsule {
   }
 
   /**
-   * Keeps the capsule alive. The API has no route to change a capsule's TTL
-   * after creation (it is `timeoutSec` at create time, an inactivity timer),
-   * so this pings the capsule, which restarts that timer: the capsule stays up
-   * for at least its TTL from now. `timeoutMs` is accepted for E2B
-   * compatibility and checked, but cannot lengthen the TTL.
+   * Sets the capsule's idle timeout: it is paused after `timeoutMs` without
+   * activity (commands, files, terminals, pings), counted from now; 0 means
+   * never. A paused capsule gets the new timeout when it is resumed. Wrenn
+   * pauses an idle capsule rather than destroying it, and counts whole
+   * seconds (rounded up).
    */
-  async setTimeout(timeoutMs: number): Promise<void> {
+  async setTimeout(timeoutMs: number): Promise<CapsuleInfo> {
     if (!Number.isFinite(timeoutMs) || timeoutMs < 0) {
       throw new InvalidArgumentError('timeoutMs must be a non-negative number', 'invalid_request');
     }
-    await this.ping();
+    const w = await this.api.json<CapsuleWire>('POST', this.path('/timeout'), {
+      json: { timeout_sec: Math.ceil(timeoutMs / 1000) },
+    });
+    return toCapsuleInfo(w);
   }
 
   /** Restarts the capsule's inactivity timer. */

@@ -125,13 +125,33 @@ describe('lifecycle', () => {
     }
   });
 
-  test('setTimeout keeps the capsule alive (ping)', async () => {
-    const before = (await capsule.info()).lastActiveAt?.getTime() ?? 0;
-    await new Promise((r) => setTimeout(r, 20));
-    await capsule.setTimeout(60_000);
-    const afterPing = (await capsule.info()).lastActiveAt?.getTime() ?? 0;
-    assert.ok(afterPing > before, `last_active_at moved: ${before} → ${afterPing}`);
-    await assert.rejects(capsule.setTimeout(-1), InvalidArgumentError);
+  test('setTimeout changes the idle timeout: the capsule is paused after it, and a paused one keeps the new one', async () => {
+    const c = await Capsule.create(conn);
+    try {
+      const set = await c.setTimeout(2500);
+      assert.equal(set.timeoutSec, 3, 'whole seconds, rounded up');
+      assert.equal((await c.info()).timeoutSec, 3);
+      // Idle from now: the host pauses it and the control plane learns of it.
+      const deadline = Date.now() + 30_000;
+      let status = (await c.info()).status;
+      while (status !== 'paused' && Date.now() < deadline) {
+        await new Promise((r) => setTimeout(r, 250));
+        status = (await c.info()).status;
+      }
+      assert.equal(status, 'paused', 'auto-paused after its new idle timeout');
+      // A paused capsule takes a new timeout for when it is resumed: 0 = never paused for idling.
+      assert.equal((await c.setTimeout(0)).timeoutSec, 0);
+      await c.resume();
+      await new Promise((r) => setTimeout(r, 5000));
+      assert.equal((await c.info()).status, 'running', 'timeout 0 keeps it running while idle');
+      await assert.rejects(c.setTimeout(-1), InvalidArgumentError);
+    } finally {
+      await c.kill();
+    }
+    await assert.rejects(
+      c.setTimeout(1000),
+      (err: unknown) => err instanceof ConflictError && /stopped/.test(err.message),
+    );
   });
 
   test('pause stops exec; connect resumes and files survive', async () => {

@@ -94,6 +94,17 @@ export const Envs = Type.Record(Type.String({ pattern: ENV_KEY }), Type.String()
   description: 'Environment variables for the process',
 });
 
+export const SetTimeoutRequest = Type.Object(
+  {
+    timeout_sec: Type.Integer({
+      minimum: 0,
+      maximum: LIMITS.maxTimeoutSec,
+      description: 'Auto-pause after this many idle seconds (no exec, file or ping), counted from now; 0 = never',
+    }),
+  },
+  { additionalProperties: false, title: 'SetTimeoutRequest' },
+);
+
 export const ExecRequest = Type.Object(
   {
     cmd: Type.String({ minLength: 1, maxLength: LIMITS.maxPath }),

@@ -463,6 +463,45 @@ export class CapsuleService {
     await this.writeActivity(live.row.id);
   }
 
+  /**
+   * A new idle timeout for a running or paused capsule. A running capsule's
+   * agent applies it at once (its idle timer restarts); a paused one gets it
+   * from the row when it is resumed.
+   */
+  async setTimeout(teamId: string, wireIdIn: unknown, timeoutSec: number): Promise<SandboxRow> {
+    const row = await this.get(teamId, wireIdIn);
+    const wireId = formatId('capsule', row.id);
+    if (row.status !== 'running' && row.status !== 'paused') {
+      throw new ApiError(
+        409,
+        'invalid_state',
+        `capsule ${wireId} is ${row.status}; only running or paused capsules have a timeout`,
+      );
+    }
+    if (row.status === 'running') {
+      const live = await this.live(row);
+      try {
+        await live.client.setSandboxTimeout({ sandboxId: wireId, timeoutSec }, { timeoutMs: SHORT_TIMEOUT_MS });
+      } catch (err) {
+        throw agentError(err, live.host.id);
+      }
+    }
+    const updated = await this.deps.db
+      .updateTable('sandboxes')
+      .set({
+        timeout_sec: timeoutSec,
+        last_updated: new Date(),
+        ...(row.status === 'running' ? { last_active_at: new Date() } : {}),
+      })
+      .where('id', '=', row.id)
+      .where('status', '=', row.status)
+      .returningAll()
+      .executeTakeFirst();
+    if (updated) return updated;
+    const cur = await this.reread(row.id);
+    throw conflict(`capsule ${wireId} became ${cur.status} while its timeout was being changed`, 'invalid_state');
+  }
+
   // ------------------------------------------------------------------ metrics
 
   /** Moves the agent's metric points of a capsule into the database (best effort). */

@@ -23,6 +23,7 @@ import {
   CreateCapsuleRequest,
   DEFAULTS,
   ExecRequest,
+  SetTimeoutRequest,
   ExecResponse,
   METRIC_RANGES,
   ProcessListResponse,
@@ -246,6 +247,26 @@ export function capsuleRoutes(app: App, ctx: RouteContext): void {
       await svc.ping(teamOf(request).id, request.params.id);
       return reply.code(204).send(null);
     },
+  );
+
+  app.post(
+    '/v1/capsules/:id/timeout',
+    {
+      preHandler: auth,
+      schema: {
+        summary: "Change a capsule's idle timeout",
+        description:
+          'For a running capsule the new timeout counts from now; a paused capsule gets it when resumed. ' +
+          '`timeout_sec: 0` means it is never paused for being idle.',
+        tags,
+        security,
+        params: IdParams,
+        body: SetTimeoutRequest,
+        response: { 200: Type.Ref(Capsule), ...errorResponses(400, 401, 403, 404, 409, 503) },
+      },
+    },
+    async (request) =>
+      capsuleJson(await svc.setTimeout(teamOf(request).id, request.params.id, request.body.timeout_sec)),
   );
 
   app.post(
