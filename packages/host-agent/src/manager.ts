@@ -288,6 +288,9 @@ export class SandboxManager {
       };
       this.capsules.set(id, capsule);
       this.sampler.track(id, spec.vcpus);
+      // envd loads its RPC services (~25 ms) on the first RPC: ask for it now, without waiting, so
+      // they are loaded while the control plane answers, not when the user's first command comes.
+      void envd.process.list({}, { timeoutMs: 10_000 }).catch(() => {});
       const ms = Object.fromEntries(Object.entries(timings).map(([k, v]) => [k, Math.round(v)]));
       this.log.info({ id, template: meta.template, hostIp: handle.hostIp, ms }, 'capsule created');
       return info(capsule);
