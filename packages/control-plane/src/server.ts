@@ -41,6 +41,7 @@ import { apiKeyRoutes } from './routes/api-keys.js';
 import { auditLogRoutes } from './routes/audit-logs.js';
 import { hostRoutes } from './routes/hosts.js';
 import { capsuleRoutes } from './routes/capsules.js';
+import { adminTeamRoutes } from './routes/admin-teams.js';
 import { snapshotRoutes } from './routes/snapshots.js';
 import { HostClientPool } from './hosts/pool.js';
 import { HostTokens } from './hosts/credentials.js';
@@ -282,6 +283,7 @@ export async function buildServer(deps: ServerDeps): Promise<App> {
   hostRoutes(app, ctx);
   capsuleRoutes(app, ctx);
   snapshotRoutes(app, ctx);
+  adminTeamRoutes(app, ctx);
 
   return app;
 }

@@ -204,12 +204,24 @@ describe('hosts', () => {
     const badType = await api('POST', '/v1/hosts', { jwt: other.jwt, body: { type: 'cloud' } });
     assert.equal(badType.status, 400);
 
-    // Enabling BYOC is an admin action that has no route yet.
-    await p.pg.query(
-      `UPDATE teams SET is_byoc = true WHERE slug IS NOT NULL AND id IN
-      (SELECT team_id FROM users_teams m JOIN users u ON u.id = m.user_id WHERE u.email = $1)`,
-      [other.email],
-    );
+    // Enabling BYOC is a platform admin's action: one-way, idempotent, admins only.
+    const byocUrl = `/v1/admin/teams/${other.teamId}/byoc`;
+    assert.equal((await api('PUT', byocUrl, { jwt: other.jwt, body: { enabled: true } })).status, 403);
+    const off = await api('PUT', byocUrl, { jwt: p.adminJwt, body: { enabled: false } });
+    assert.equal(off.status, 400);
+    assert.match(off.body.error.message, /cannot be disabled/);
+    const unknownTeam = await api('PUT', `/v1/admin/teams/team-${'0'.repeat(24)}1/byoc`, {
+      jwt: p.adminJwt,
+      body: { enabled: true },
+    });
+    assert.equal(unknownTeam.status, 404);
+    for (let i = 0; i < 2; i++) {
+      const on = await api('PUT', byocUrl, { jwt: p.adminJwt, body: { enabled: true } });
+      assert.equal(on.status, 200, JSON.stringify(on.body));
+      assert.deepEqual(on.body, { id: other.teamId, name: on.body.name, is_byoc: true });
+    }
+    const teams = await api('GET', '/v1/teams', { jwt: other.jwt });
+    assert.equal(teams.body.find((t: { id: string }) => t.id === other.teamId).is_byoc, true);
     const byoc = await api('POST', '/v1/hosts', {
       jwt: other.jwt,
       body: { type: 'byoc', team_id: other.teamId, provider: 'hetzner', availability_zone: 'eu-central' },

@@ -211,6 +211,22 @@ export class AuditLogger {
     }
   }
 
+  /** Platform admin enabled bring-your-own-cloud hosts for a team: in the team's log and the platform's. */
+  teamByocEnabled(actor: AuditActor, teamId: string, name: string): void {
+    for (const where of [teamId, PLATFORM_UUID]) {
+      this.record({
+        teamId: where,
+        actor,
+        resourceType: 'team',
+        resourceId: formatId('team', teamId),
+        action: 'set_byoc',
+        scope: 'admin',
+        status: 'success',
+        metadata: { name, enabled: true },
+      });
+    }
+  }
+
   // --- members (admin scope: only owners and admins see them) ---
 
   memberAdded(actor: AuditActor, teamId: string, userId: string, email: string, role: TeamRole): void {
