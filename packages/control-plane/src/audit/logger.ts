@@ -197,32 +197,32 @@ export class AuditLogger {
 
   /** Kept in the team's own log and in the platform log, since nobody can read a deleted team's log. */
   teamDeleted(actor: AuditActor, teamId: string, name: string): void {
-    for (const where of [teamId, PLATFORM_UUID]) {
-      this.record({
-        teamId: where,
-        actor,
-        resourceType: 'team',
-        resourceId: formatId('team', teamId),
-        action: 'delete',
-        scope: 'admin',
-        status: 'warning',
-        metadata: { name },
-      });
-    }
+    this.teamAdminEvent(actor, teamId, 'delete', 'warning', { name });
   }
 
   /** Platform admin enabled bring-your-own-cloud hosts for a team: in the team's log and the platform's. */
   teamByocEnabled(actor: AuditActor, teamId: string, name: string): void {
+    this.teamAdminEvent(actor, teamId, 'set_byoc', 'success', { name, enabled: true });
+  }
+
+  /** A platform admin's (or owner's) action on a whole team, recorded in the team's log and the platform's. */
+  private teamAdminEvent(
+    actor: AuditActor,
+    teamId: string,
+    action: string,
+    status: AuditEntry['status'],
+    metadata: Record<string, unknown>,
+  ): void {
     for (const where of [teamId, PLATFORM_UUID]) {
       this.record({
         teamId: where,
         actor,
         resourceType: 'team',
         resourceId: formatId('team', teamId),
-        action: 'set_byoc',
+        action,
         scope: 'admin',
-        status: 'success',
-        metadata: { name, enabled: true },
+        status,
+        metadata,
       });
     }
   }

@@ -114,6 +114,20 @@ export class CapsuleService {
     return row;
   }
 
+  /** The team's capsule, which must be running or paused: a 409 says which capsules `can` do what was asked. */
+  async runningOrPaused(teamId: string, wireId: unknown, can: string): Promise<SandboxRow> {
+    const row = await this.get(teamId, wireId);
+    if (row.status !== 'running' && row.status !== 'paused') {
+      const id = formatId('capsule', row.id);
+      throw new ApiError(
+        409,
+        'invalid_state',
+        `capsule ${id} is ${row.status}; only running or paused capsules ${can}`,
+      );
+    }
+    return row;
+  }
+
   /** The team's capsule, which must be running (409 with its state otherwise), and its agent. */
   async running(teamId: string, wireId: unknown): Promise<LiveCapsule> {
     const row = await this.get(teamId, wireId);
@@ -469,15 +483,8 @@ export class CapsuleService {
    * from the row when it is resumed.
    */
   async setTimeout(teamId: string, wireIdIn: unknown, timeoutSec: number): Promise<SandboxRow> {
-    const row = await this.get(teamId, wireIdIn);
+    const row = await this.runningOrPaused(teamId, wireIdIn, 'have a timeout');
     const wireId = formatId('capsule', row.id);
-    if (row.status !== 'running' && row.status !== 'paused') {
-      throw new ApiError(
-        409,
-        'invalid_state',
-        `capsule ${wireId} is ${row.status}; only running or paused capsules have a timeout`,
-      );
-    }
     if (row.status === 'running') {
       const live = await this.live(row);
       try {

@@ -11,7 +11,7 @@ import type { Kysely } from 'kysely';
 import type { Logger } from 'pino';
 import type { AuditActor, AuditLogger } from '../audit/logger.js';
 import type { CapsuleStatus, DB, TemplateRow } from '../db/schema.js';
-import { ApiError, conflict, forbidden, notFound } from '../errors.js';
+import { conflict, forbidden, notFound } from '../errors.js';
 import type { HostClientPool } from '../hosts/pool.js';
 import { agentError } from '../capsules/agent-errors.js';
 import type { CapsuleService } from '../capsules/service.js';
@@ -36,15 +36,8 @@ export class SnapshotService {
   async create(teamId: string, actor: AuditActor, body: CreateSnapshotBody, overwrite: boolean): Promise<TemplateRow> {
     const { db, hosts, audit, capsules, log } = this.deps;
     const name = checkTemplateName(body.name ?? `template-${randomBytes(4).toString('hex')}`);
-    const capsule = await capsules.get(teamId, body.sandbox_id);
+    const capsule = await capsules.runningOrPaused(teamId, body.sandbox_id, 'can be snapshotted');
     const wireId = formatId('capsule', capsule.id);
-    if (capsule.status !== 'running' && capsule.status !== 'paused') {
-      throw new ApiError(
-        409,
-        'invalid_state',
-        `capsule ${wireId} is ${capsule.status}; only running or paused capsules can be snapshotted`,
-      );
-    }
     const existing = await findTemplate(db, teamId, name);
     if (existing?.team_id === PLATFORM_UUID) {
       throw conflict(`"${name}" is the name of a platform template; choose another name`, 'name_reserved');
