@@ -388,6 +388,41 @@ describe('capsules', () => {
     assert.equal((await call('POST', `/v1/capsules/${id}/files/list`, { path: '/tmp/late' })).status, 404);
   });
 
+  it('watches a directory over WebSocket: events per change, precise errors', async () => {
+    await sh(id, 'rm -rf /tmp/wd && mkdir -p /tmp/wd/deep && touch /tmp/wd-file');
+    const url = (q: string) => wsUrl(p.baseUrl, `/v1/capsules/${id}/files/watch?${q}`);
+    const ws = new WsClient(url('path=/tmp/wd&recursive=true'), { 'x-api-key': p.apiKey });
+    await ws.opened;
+    await ws.waitFor((m) => m.type === 'started');
+    await sh(id, 'echo 1 > /tmp/wd/a && echo 2 > /tmp/wd/deep/b && mv /tmp/wd/a /tmp/wd/c && rm /tmp/wd/c');
+    const seen = () => ws.messages.filter((m) => m.type === 'event').map((m) => `${m.op} ${m.name}`);
+    await waitFor('the changes', async () =>
+      ['create a', 'create deep/b', 'remove c'].every((e) => seen().includes(e)),
+    );
+    assert.ok(
+      seen().some((e) => /^(rename|remove) a$/.test(e)),
+      `the move: ${seen().join(', ')}`,
+    );
+    ws.close();
+    await ws.waitClosed();
+
+    // Bad input is refused before the upgrade, or closes with the HTTP status as 4xxx.
+    await assert.rejects(new WsClient(url('recursive=true'), { 'x-api-key': p.apiKey }).opened, /HTTP 400/);
+    await assert.rejects(new WsClient(url('path=/tmp&recursive=yes'), { 'x-api-key': p.apiKey }).opened, /HTTP 400/);
+    await assert.rejects(new WsClient(url('path=/tmp'), { 'x-api-key': other.apiKey }).opened, /HTTP 404/);
+    for (const [q, code, re] of [
+      ['path=/tmp/none', 4404, /not found|no such/i],
+      ['path=/tmp/wd-file', 4400, /not a directory/],
+      ['path=/root&user=nobody', 4403, /permission/i],
+    ] as const) {
+      const bad = new WsClient(url(q), { 'x-api-key': p.apiKey });
+      await bad.opened;
+      const closed = await bad.waitClosed();
+      assert.equal(closed.code, code, `${q}: ${JSON.stringify(bad.messages)}`);
+      assert.match(bad.messages.find((m) => m.type === 'error')?.data ?? '', re);
+    }
+  });
+
   it('refuses a file over 100 MiB on files/write with 413 and writes nothing', async () => {
     const big = new Blob([new Uint8Array(100 * 1024 * 1024 + 1)]);
     const form = new FormData();

@@ -9,7 +9,7 @@ import { randomBytes } from 'node:crypto';
 import { create } from '@bufbuild/protobuf';
 import { timestampMs } from '@bufbuild/protobuf/wkt';
 import { PLATFORM_UUID } from '@wrenn/contracts';
-import { FileType, type EntryInfo } from '@wrenn/contracts/gen/filesystem/filesystem_pb';
+import { EventType, FileType, type EntryInfo } from '@wrenn/contracts/gen/filesystem/filesystem_pb';
 import {
   Signal,
   type ProcessEvent,
@@ -118,6 +118,17 @@ export type ProcEvent =
   | { type: 'end'; exitCode: number; error: string };
 
 export type Selector = { pid: number } | { tag: string };
+
+export type WatchOp = 'create' | 'write' | 'remove' | 'rename' | 'chmod';
+export type WatchEvent = { type: 'started' } | { type: 'change'; name: string; op: WatchOp };
+
+const WATCH_OPS: Partial<Record<EventType, WatchOp>> = {
+  [EventType.CREATE]: 'create',
+  [EventType.WRITE]: 'write',
+  [EventType.REMOVE]: 'remove',
+  [EventType.RENAME]: 'rename',
+  [EventType.CHMOD]: 'chmod',
+};
 
 export interface FileInfo {
   name: string;
@@ -1020,6 +1031,32 @@ export class SandboxManager {
       ),
     );
     return res.entries.map(fileInfo);
+  }
+
+  /**
+   * Changes under a directory until `signal` aborts (or the directory goes).
+   * Watching is not activity: a capsule nobody uses is still auto-paused
+   * (its watchers then hear nothing until it is resumed).
+   */
+  async *watchDir(
+    idIn: string,
+    pathIn: string,
+    recursive: boolean,
+    user: string,
+    signal?: AbortSignal,
+  ): AsyncGenerator<WatchEvent> {
+    const path = checkPath(pathIn);
+    checkUser(user);
+    const c = this.use(idIn);
+    const stream = c.envd.filesystem.watchDir({ path, recursive }, { signal, headers: EnvdClient.userHeaders(user) });
+    for await (const res of this.envdStream(c, stream)) {
+      const e = res.event;
+      if (e.case === 'start') yield { type: 'started' };
+      else if (e.case === 'filesystem') {
+        const op = WATCH_OPS[e.value.type];
+        if (op) yield { type: 'change', name: e.value.name, op };
+      }
+    }
   }
 
   async makeDir(idIn: string, pathIn: string, user: string): Promise<FileInfo | null> {

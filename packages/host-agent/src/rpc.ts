@@ -17,6 +17,7 @@ import {
   FileEntrySchema,
   HostAgentService,
   MetricPointSchema,
+  WatchDirResponseSchema,
   PtyAttachResponseSchema,
   SandboxInfoSchema,
   type ExecRequest,
@@ -529,6 +530,20 @@ function serviceImpl(opts: AgentServerOptions): ServiceImpl<typeof HostAgentServ
       checkUser(req.user);
       await m.remove(req.sandboxId, req.path, req.user);
       return {};
+    },
+
+    async *watchDir(req, ctx) {
+      checkCapsuleId(req.sandboxId);
+      checkPath(req.path);
+      checkUser(req.user);
+      for await (const ev of m.watchDir(req.sandboxId, req.path, req.recursive, req.user, ctx.signal)) {
+        yield create(WatchDirResponseSchema, {
+          event:
+            ev.type === 'started'
+              ? { case: 'started', value: {} }
+              : { case: 'change', value: { name: ev.name, op: ev.op } },
+        });
+      }
     },
 
     async *ptyAttach(req, ctx) {

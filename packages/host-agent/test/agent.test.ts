@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import { createHash, randomBytes } from 'node:crypto';
-import { Code } from '@connectrpc/connect';
+import { Code, ConnectError } from '@connectrpc/connect';
 import { create } from '@bufbuild/protobuf';
 import {
   WriteFileStreamRequestSchema,
@@ -259,6 +259,41 @@ describe('host agent over Connect RPC', () => {
     await c.removePath({ sandboxId: id, path: '/tmp/dir1' });
     await rejects(c.listDir({ sandboxId: id, path: '/tmp/dir1', depth: 1 }), Code.NotFound);
     await rejects(c.listDir({ sandboxId: id, path: '', depth: 1 }), Code.InvalidArgument, /path is required/);
+  });
+
+  test('WatchDir: changes under a directory, as the user sees them, until the stream is closed', async () => {
+    await c.exec({ sandboxId: id, ...sh('rm -rf /tmp/watched && mkdir -p /tmp/watched/sub') });
+    const ac = new AbortController();
+    const r = new StreamReader(
+      c.watchDir({ sandboxId: id, path: '/tmp/watched', recursive: true }, { signal: ac.signal }),
+    );
+    const changes = (items: typeof r.items) =>
+      items.flatMap((i) => (i.event.case === 'change' ? [`${i.event.value.op} ${i.event.value.name}`] : []));
+    await r.waitFor((items) => items[0]?.event.case === 'started', 10_000, 'started');
+    await c.exec({
+      sandboxId: id,
+      ...sh('echo a > /tmp/watched/f && echo b > /tmp/watched/sub/g && rm /tmp/watched/f'),
+    });
+    await r.waitFor(
+      (items) => ['create f', 'create sub/g', 'remove f'].every((e) => changes(items).includes(e)),
+      10_000,
+      'create, nested create and remove',
+    );
+    ac.abort();
+    await r.finished;
+    // Bad input: a file is not a directory, a missing directory, a user who cannot read it, an unknown capsule.
+    await c.exec({ sandboxId: id, ...sh('touch /tmp/plain && mkdir -p /root/private && chmod 700 /root') });
+    const fails = async (req: { sandboxId?: string; path: string; user?: string }, code: Code) => {
+      const s = new StreamReader(c.watchDir({ sandboxId: id, ...req }));
+      await s.finished;
+      assert.ok(s.error instanceof ConnectError, `watching ${req.path} fails: ${String(s.error)}`);
+      assert.equal(Code[s.error.code], Code[code], s.error.message);
+    };
+    await fails({ path: '/tmp/plain' }, Code.InvalidArgument);
+    await fails({ path: '/tmp/nope' }, Code.NotFound);
+    await fails({ path: '/root/private', user: 'nobody' }, Code.PermissionDenied);
+    await fails({ sandboxId: newCapsuleId(), path: '/tmp' }, Code.NotFound);
+    await fails({ path: 'a\0b' }, Code.InvalidArgument);
   });
 
   test('background processes: start, list, connect, kill by tag and pid', async () => {

@@ -1,9 +1,9 @@
-// capsule.files: read, write (buffered or streamed), list, mkdir, remove, exists.
-// There is no watch: the API offers no way to watch a directory.
+// capsule.files: read, write (buffered or streamed), list, mkdir, remove, exists, watch.
 import { randomBytes } from 'node:crypto';
 import path from 'node:path/posix';
-import { ConflictError, InvalidArgumentError, NotFoundError } from './errors.js';
-import type { ApiClient } from './http.js';
+import type WebSocket from 'ws';
+import { ConflictError, InvalidArgumentError, NotFoundError, WrennError, errorFromClose } from './errors.js';
+import { parseFrame, type ApiClient } from './http.js';
 import { toEntryInfo, type EntryInfo, type FileEntryWire } from './types.js';
 
 /** What `files.write` accepts: in-memory data, or a stream (Node Readable, web ReadableStream, any async iterable of bytes). */
@@ -127,6 +127,32 @@ export class Files {
     await this.api.request('POST', this.path('/remove'), { json: { path: filePath } });
   }
 
+  /**
+   * Watches a directory: `onEvent` gets every change under it (`name` relative
+   * to `dirPath`) until `stop()`. Resolves once the watch is in place, so a
+   * change made after that is reported. `onExit` is called once when the
+   * watch ends by itself (an error, e.g. the directory was removed, or the
+   * capsule went away). Named as in E2B's SDK; `watch` is the same.
+   */
+  async watchDir(
+    dirPath: string,
+    onEvent: (event: FilesystemEvent) => void,
+    opts: WatchOpts = {},
+  ): Promise<WatchHandle> {
+    checkPath(dirPath);
+    const query: Record<string, string> = { path: dirPath };
+    if (opts.recursive) query.recursive = 'true';
+    if (opts.user) query.user = opts.user;
+    const ws = await this.api.openSocket(this.path('/watch'), query);
+    const handle = new WatchHandle(ws, onEvent, opts.onExit);
+    await handle.started;
+    return handle;
+  }
+
+  watch(dirPath: string, onEvent: (event: FilesystemEvent) => void, opts: WatchOpts = {}): Promise<WatchHandle> {
+    return this.watchDir(dirPath, onEvent, opts);
+  }
+
   /** Whether a file or directory exists at this path. */
   async exists(filePath: string): Promise<boolean> {
     return (await this.entry(filePath)) !== null;
@@ -150,6 +176,65 @@ export class Files {
       if (err instanceof InvalidArgumentError) return null;
       throw err;
     }
+  }
+}
+
+export type FilesystemEventType = 'create' | 'write' | 'remove' | 'rename' | 'chmod';
+
+export interface FilesystemEvent {
+  /** Path of what changed, relative to the watched directory. */
+  name: string;
+  type: FilesystemEventType;
+}
+
+export interface WatchOpts {
+  /** Subdirectories too (default: only the directory itself). */
+  recursive?: boolean;
+  /** Watch as this capsule user (the directory must be readable by them). */
+  user?: string;
+  /** Called once if the watch ends by itself: with the error, or nothing when the server closed it normally. */
+  onExit?: (err?: WrennError) => void;
+}
+
+/** A directory watch; `stop()` ends it. */
+export class WatchHandle {
+  /** Resolves when the watch is in place; rejects with the reason it could not be made. */
+  readonly started: Promise<void>;
+  private stopped = false;
+
+  constructor(
+    private readonly ws: WebSocket,
+    onEvent: (event: FilesystemEvent) => void,
+    onExit: ((err?: WrennError) => void) | undefined,
+  ) {
+    let ok!: () => void;
+    let fail!: (e: Error) => void;
+    this.started = new Promise((res, rej) => ((ok = res), (fail = rej)));
+    this.started.catch(() => {});
+    let isStarted = false;
+    let lastError: string | undefined;
+    ws.on('message', (raw) => {
+      const m = parseFrame(raw);
+      if (!m) return;
+      if (m.type === 'started') {
+        isStarted = true;
+        ok();
+      } else if (m.type === 'event') onEvent({ name: String(m.name), type: m.op as FilesystemEventType });
+      else if (m.type === 'error') lastError = String(m.data ?? 'watch failed');
+      else if (m.type === 'ping' && ws.readyState === ws.OPEN) ws.send(JSON.stringify({ type: 'pong' }));
+    });
+    ws.on('close', (code, reason) => {
+      if (this.stopped) return;
+      const err = code === 1000 && !lastError ? undefined : errorFromClose(code, reason.toString(), lastError);
+      if (!isStarted) fail(err ?? new WrennError('the watch ended before it started', 'watch_closed'));
+      else onExit?.(err);
+    });
+  }
+
+  /** Stops watching. */
+  stop(): void {
+    this.stopped = true;
+    this.ws.close();
   }
 }
 

@@ -8,7 +8,14 @@ export {
   type RunOpts,
   type Signal,
 } from './commands.js';
-export { Files, type WriteData } from './files.js';
+export {
+  Files,
+  WatchHandle,
+  type FilesystemEvent,
+  type FilesystemEventType,
+  type WatchOpts,
+  type WriteData,
+} from './files.js';
 export { Pty, PtyHandle, type PtyConnectOpts, type PtyCreateOpts, type PtySize } from './pty.js';
 export {
   DEFAULT_BASE_URL,

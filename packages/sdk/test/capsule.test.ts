@@ -14,6 +14,7 @@ import {
   NotFoundError,
   TimeoutError,
   type ConnectionOpts,
+  type FilesystemEvent,
 } from '../src/index.js';
 
 let p: Platform;
@@ -317,6 +318,47 @@ describe('files', () => {
     await capsule.files.remove('/tmp/sdk/d');
     assert.equal(await capsule.files.exists('/tmp/sdk/d'), false);
     await assert.rejects(capsule.files.list('/tmp/sdk/d', { depth: 0 }), InvalidArgumentError);
+  });
+
+  test('watchDir reports changes until stopped; the end of the directory ends the watch', async () => {
+    await capsule.files.makeDir('/tmp/sdk-watch/inner');
+    const events: FilesystemEvent[] = [];
+    let exited: { err?: Error } | undefined;
+    const w = await capsule.files.watchDir('/tmp/sdk-watch', (e) => events.push(e), {
+      recursive: true,
+      onExit: (err) => (exited = { err }),
+    });
+    await capsule.files.write('/tmp/sdk-watch/inner/new.txt', 'hello');
+    const deadline = Date.now() + 15_000;
+    while (!events.some((e) => e.name === 'inner/new.txt' && e.type === 'create') && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    assert.ok(
+      events.some((e) => e.name === 'inner/new.txt' && e.type === 'create'),
+      `a create event for inner/new.txt: ${JSON.stringify(events)}`,
+    );
+    w.stop();
+    const before = events.length;
+    await capsule.files.write('/tmp/sdk-watch/after-stop.txt', 'x');
+    await new Promise((r) => setTimeout(r, 500));
+    assert.equal(events.length, before, 'nothing after stop()');
+    assert.equal(exited, undefined, 'stop() is not an exit');
+
+    // A watch whose directory is removed ends by itself, through onExit.
+    const gone = await capsule.files.watch('/tmp/sdk-watch/inner', () => {}, { onExit: (err) => (exited = { err }) });
+    await capsule.files.remove('/tmp/sdk-watch/inner');
+    const until = Date.now() + 15_000;
+    while (!exited && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
+    assert.ok(exited, 'onExit called when the watched directory went away');
+    gone.stop();
+    await assert.rejects(
+      capsule.files.watchDir('/tmp/sdk-watch/none', () => {}),
+      NotFoundError,
+    );
+    await assert.rejects(
+      capsule.files.watchDir('', () => {}),
+      InvalidArgumentError,
+    );
   });
 });
 

@@ -15,7 +15,7 @@ import type { ExecStreamResponse } from '@wrenn/contracts/gen/hostagent/v1/hosta
 import type { App, RouteContext } from '../server.js';
 import { ApiError, unauthorized } from '../errors.js';
 import type { TeamContext } from '../auth/guards.js';
-import { errorResponses } from './schemas.js';
+import { errorResponses, StringEnum } from './schemas.js';
 import { CAPSULE_SECURITY, IdParams, LIMITS } from '../capsules/schemas.js';
 import type { CapsuleService, LiveCapsule } from '../capsules/service.js';
 import { agentError } from '../capsules/agent-errors.js';
@@ -332,6 +332,61 @@ export function capsuleWsRoutes(app: App, ctx: RouteContext, svc: CapsuleService
           sess.fail(e.message, e.status);
         } finally {
           await svc.touch(live.row.id);
+        }
+      },
+    });
+
+    sub.route({
+      method: 'GET',
+      url: '/v1/capsules/:id/files/watch',
+      preHandler,
+      schema: {
+        summary: 'Watch a directory for changes (WebSocket)',
+        description:
+          'Query: `path` (a directory), `recursive=true` for its subdirectories too, `user` to watch as (the ' +
+          'directory must be readable by them). Server: `{"type":"started"}` once the watch is in place, then ' +
+          '`{"type":"event","name","op"}` per change (`name` relative to `path`; `op` one of create, write, remove, ' +
+          'rename, chmod), `{"type":"ping"}` every 30 s, `{"type":"error","data"}` before a close when the watch ' +
+          'fails (e.g. the directory was removed). Close the socket to stop watching. Watching is not activity: ' +
+          'an idle capsule is still paused after its `timeout_sec`.',
+        tags,
+        security,
+        params: IdParams,
+        querystring: Type.Object(
+          {
+            path: Type.String({ minLength: 1, maxLength: LIMITS.maxPath }),
+            recursive: Type.Optional(StringEnum(['true', 'false'])),
+            user: Type.Optional(Type.String({ pattern: '^[a-z_][a-z0-9_-]{0,31}$' })),
+          },
+          { additionalProperties: false },
+        ),
+        response: errorResponses(400, 401, 403, 404, 409, 426),
+      },
+      handler: upgradeOnly,
+      wsHandler: async (socket, request) => {
+        const sess = new WsSession(socket);
+        const q = request.query as { path: string; recursive?: string; user?: string };
+        const live = await open(sess, request);
+        if (!live) return;
+        sess.listen(() => {}); // the client only closes
+        const ping = setInterval(() => sess.send({ type: 'ping' }), ctx.pty.pingIntervalMs);
+        try {
+          try {
+            const req = { sandboxId: live.wireId, path: q.path, recursive: q.recursive === 'true', user: q.user ?? '' };
+            for await (const ev of live.client.watchDir(req, { signal: sess.signal })) {
+              const e = ev.event;
+              if (e.case === 'started') sess.send({ type: 'started' });
+              else if (e.case === 'change') sess.send({ type: 'event', name: e.value.name, op: e.value.op });
+            }
+          } catch (err) {
+            if (!sess.signal.aborted) throw err;
+          }
+          sess.close(1000, 'done');
+        } catch (err) {
+          const e = errorOf(err, live.host.id);
+          sess.fail(e.message, e.status);
+        } finally {
+          clearInterval(ping);
         }
       },
     });
