@@ -179,6 +179,12 @@ export async function startPlatform(opts: PlatformOptions): Promise<Platform> {
     const dbUrl = new URL(ADMIN_DB_URL);
     dbUrl.pathname = '/' + dbName;
     const pool = new pg.Pool({ connectionString: dbUrl.toString(), max: 4 });
+    // An idle connection the server ends (the database dropped at stop, a server restart) must not
+    // crash the test process: pg emits that on the pool, and an unhandled 'error' event throws.
+    pool.on('error', (err) => {
+      if (opts.verbose || process.env.WRENN_TEST_PLATFORM_LOG)
+        process.stderr.write(`testkit: idle database connection: ${err.message}\n`);
+    });
     cleanups.push(async () => {
       await pool.end();
       const c = new pg.Client({ connectionString: ADMIN_DB_URL });
