@@ -44,6 +44,8 @@ export interface Config {
   hostMonitorIntervalMs: number;
   /** A host without a heartbeat for this long is marked unreachable. */
   hostHeartbeatTimeoutMs: number;
+  /** Template build workers of this control plane (0 = it runs no builds). */
+  buildWorkers: number;
 }
 
 /** A configuration mistake: reported as one line on stderr, exit code 1. */
@@ -190,6 +192,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const hostMonitorIntervalMs = seconds('WRENN_HOST_MONITOR_INTERVAL_SEC', 5, 0.1, 3600) * 1000;
   const hostHeartbeatTimeoutMs = seconds('WRENN_HOST_HEARTBEAT_TIMEOUT_SEC', 90, 1, 86_400) * 1000;
 
+  const workersRaw = get('WRENN_BUILD_WORKERS');
+  if (workersRaw !== undefined && !/^\d{1,2}$/.test(workersRaw)) {
+    throw new ConfigError(`WRENN_BUILD_WORKERS must be a whole number from 0 to 99, got "${workersRaw}"`);
+  }
+  const buildWorkers = workersRaw === undefined ? 2 : Number(workersRaw);
+
   return {
     listenHost: host,
     listenPort: port,
@@ -206,5 +214,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     version: VERSION,
     hostMonitorIntervalMs,
     hostHeartbeatTimeoutMs,
+    buildWorkers,
   };
 }

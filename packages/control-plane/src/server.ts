@@ -42,6 +42,9 @@ import { auditLogRoutes } from './routes/audit-logs.js';
 import { hostRoutes } from './routes/hosts.js';
 import { capsuleRoutes } from './routes/capsules.js';
 import { snapshotRoutes } from './routes/snapshots.js';
+import { buildRoutes } from './routes/builds.js';
+import { BuildService } from './builds/service.js';
+import { MemoryBuildQueue, type BuildQueue } from './builds/queue.js';
 import { HostClientPool } from './hosts/pool.js';
 import { HostTokens } from './hosts/credentials.js';
 import { LeastLoadedScheduler, type Scheduler } from './hosts/scheduler.js';
@@ -72,6 +75,8 @@ export interface ServerDeps {
   /** Connect clients for host agents (shared with background workers). */
   hostPool?: HostClientPool;
   scheduler?: Scheduler;
+  /** Where submitted builds wait for a worker (default: an in-process queue). */
+  buildQueue?: BuildQueue;
 }
 
 /** What the routes (and later issues' routes) share. */
@@ -89,6 +94,7 @@ export interface RouteContext {
   hosts: HostClientPool;
   hostTokens: HostTokens;
   scheduler: Scheduler;
+  builds: BuildService;
   /** Every route registered, in order (docs coverage checks, tooling). */
   routes: RegisteredRoute[];
 }
@@ -159,6 +165,7 @@ export async function buildServer(deps: ServerDeps): Promise<App> {
     hosts: deps.hostPool ?? new HostClientPool(),
     hostTokens: new HostTokens(deps.jwtSecret),
     scheduler: deps.scheduler ?? new LeastLoadedScheduler(deps.db),
+    builds: new BuildService({ db: deps.db, audit, queue: deps.buildQueue ?? new MemoryBuildQueue(), log: deps.log }),
     routes: [],
   };
   app.decorate('wrenn', ctx);
@@ -277,6 +284,7 @@ export async function buildServer(deps: ServerDeps): Promise<App> {
   hostRoutes(app, ctx);
   capsuleRoutes(app, ctx);
   snapshotRoutes(app, ctx);
+  buildRoutes(app, ctx);
 
   return app;
 }
