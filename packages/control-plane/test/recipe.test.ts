@@ -2,6 +2,7 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
 import {
   expandEnv,
   parseDuration,
@@ -140,10 +141,19 @@ describe('shell quoting', () => {
     assert.equal(out, "it's $HOME|two words|/tmp\n");
     const su = wrapCommand({ user: 'dev', workdir: '/srv', env: {} }, "echo 'x'");
     assert.match(su, /^su 'dev' -s \/bin\/sh -c '/);
-    assert.match(
-      wrapCommand({ user: 'root', workdir: '/', env: {} }, 'sleep 1', { background: true }),
-      /^cd '\/' && nohup /,
+    // In the background, with the env: the call returns at once and the process runs on.
+    const out2 = `/tmp/wrenn-recipe-test-${process.pid}`;
+    const bg = wrapCommand(
+      { user: 'root', workdir: '/tmp', env: { A: 'from env' } },
+      `sleep 0.3; echo "$A" > ${out2}`,
+      {
+        background: true,
+      },
     );
+    assert.equal(sh(`${bg}\necho started; cat ${out2} 2>/dev/null || true`), 'started\n');
+    execFileSync('/bin/sh', ['-c', `while [ ! -s ${out2} ]; do sleep 0.1; done`], { timeout: 10_000 });
+    assert.equal(fs.readFileSync(out2, 'utf8'), 'from env\n');
+    fs.rmSync(out2);
   });
 });
 

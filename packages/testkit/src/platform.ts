@@ -192,8 +192,10 @@ export async function startPlatform(opts: PlatformOptions): Promise<Platform> {
     const cpData = path.join(root, 'cp');
     const cpPort = await freePort();
     const baseUrl = `http://127.0.0.1:${cpPort}`;
+    // The test runner's own REDIS_URL is not passed on; a test asks for Redis with cpEnv.REDIS_URL.
+    const { REDIS_URL: _ignored, ...parentEnv } = process.env;
     const cpEnv: NodeJS.ProcessEnv = {
-      ...process.env,
+      ...parentEnv,
       DATABASE_URL: dbUrl.toString(),
       WRENN_DATA_DIR: cpData,
       WRENN_CP_LISTEN_ADDR: `127.0.0.1:${cpPort}`,
@@ -202,7 +204,6 @@ export async function startPlatform(opts: PlatformOptions): Promise<Platform> {
       WRENN_HOST_MONITOR_INTERVAL_SEC: '1',
       ...opts.cpEnv,
     };
-    delete cpEnv.REDIS_URL;
 
     // The first admin, exactly as `npm start` makes it.
     const adminEmail = `admin-${opts.prefix}@wrenn.test`;

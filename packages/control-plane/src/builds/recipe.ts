@@ -216,8 +216,9 @@ export function wrapCommand(ctx: ExecContext, cmd: string, opts: { background?: 
     .filter((k) => ENV_KEY_RE.test(k))
     .sort()
     .map((k) => `${k}=${shQuote(ctx.env[k]!)}`);
-  const run = [...assigns, '/bin/sh', '-c', shQuote(cmd)].join(' ');
-  const body = opts.background ? `nohup ${run} >/dev/null 2>&1 &` : run;
+  // Assignments first: `nohup K=v cmd` would take "K=v" for the command.
+  const run = [...assigns, ...(opts.background ? ['nohup'] : []), '/bin/sh', '-c', shQuote(cmd)].join(' ');
+  const body = opts.background ? `${run} >/dev/null 2>&1 &` : run;
   const inner = `cd ${shQuote(ctx.workdir)} && ${body}`;
   return ctx.user === 'root' ? inner : `su ${shQuote(ctx.user)} -s /bin/sh -c ${shQuote(inner)}`;
 }
@@ -243,6 +244,7 @@ export const ARCHIVE_DIR = '/tmp/build-files';
  * into dst; a file goes to dst, or into it when dst ends with "/", exists as a directory, or
  * there are several sources. What was copied (and dst, when COPY created it) is then owned by
  * the user; nothing else under dst is touched (COPY into /usr/local/bin must not chown it).
+ * `cp -RP`, not `cp -a`: copying `dir/.` with -a would give an existing dst the archive's owner.
  */
 export function copyScript(srcs: string[], dstAbs: string, intoDir: boolean, user: string): string {
   const d = shQuote(dstAbs);
@@ -255,14 +257,14 @@ export function copyScript(srcs: string[], dstAbs: string, intoDir: boolean, use
     const base = shQuote(path.basename(src === '.' ? ARCHIVE_DIR : src));
     lines.push(
       `if [ -d ${s} ] && [ ! -L ${s} ]; then`,
-      `  mkdir -p ${d} && cp -a ${s}/. ${d}/`,
+      `  mkdir -p ${d} && cp -RP ${s}/. ${d}/`,
       chown ? `  (cd ${s} && find . -mindepth 1 -print0) | (cd ${d} && xargs -0 -r chown -h ${owner})` : '  :',
       dirMode || intoDir ? `else` : `elif [ -d ${d} ]; then`,
-      `  mkdir -p ${d} && cp -a ${s} ${d}/`,
+      `  mkdir -p ${d} && cp -RP ${s} ${d}/`,
       chown ? `  chown -hR ${owner} ${d}/${base}` : '  :',
       ...(dirMode || intoDir
         ? []
-        : [`else`, `  mkdir -p "$(dirname ${d})" && cp -a ${s} ${d}`, chown ? `  chown -hR ${owner} ${d}` : '  :']),
+        : [`else`, `  mkdir -p "$(dirname ${d})" && cp -RP ${s} ${d}`, chown ? `  chown -hR ${owner} ${d}` : '  :']),
       `fi`,
     );
   }

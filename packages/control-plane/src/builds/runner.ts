@@ -422,7 +422,10 @@ class BuildExecution {
       const i = line.indexOf('=');
       if (i > 0 && /^[A-Za-z_][A-Za-z0-9_]*$/.test(line.slice(0, i))) env[line.slice(0, i)] = line.slice(i + 1);
     }
-    for (const k of ['HOSTNAME', 'PWD', 'OLDPWD', 'SHLVL', '_', 'TERM']) delete env[k];
+    // Per-capsule values must not be baked into the steps (and START commands) of the template.
+    for (const k of ['HOSTNAME', 'PWD', 'OLDPWD', 'SHLVL', '_', 'TERM', 'WRENN_SANDBOX_ID', 'WRENN_TEMPLATE_ID']) {
+      delete env[k];
+    }
     env.PATH ??= '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
     env.HOME ??= '/root';
     return env;
