@@ -65,6 +65,7 @@ export async function startControlPlane(config: Config, log: Logger): Promise<Ru
       capsules: new CapsuleService({ db: database.db, hosts: w.hosts, audit: w.audit, scheduler: w.scheduler, log }),
       queue: buildQueue,
       log,
+      leaseMs: config.buildLeaseMs,
     });
     await builds.start(config.buildWorkers);
     log.info(

@@ -46,6 +46,8 @@ export interface Config {
   hostHeartbeatTimeoutMs: number;
   /** Template build workers of this control plane (0 = it runs no builds). */
   buildWorkers: number;
+  /** A running build whose worker has not renewed its lease for this long is failed by any control plane. */
+  buildLeaseMs: number;
 }
 
 /** A configuration mistake: reported as one line on stderr, exit code 1. */
@@ -215,5 +217,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     hostMonitorIntervalMs,
     hostHeartbeatTimeoutMs,
     buildWorkers,
+    buildLeaseMs: seconds('WRENN_BUILD_LEASE_SEC', 60, 2, 3600) * 1000,
   };
 }

@@ -120,7 +120,8 @@ describe('template builds', () => {
     p = await startPlatform({
       prefix: 'bld',
       subnetBase: '10.237',
-      cpEnv: { REDIS_URL, WRENN_BUILD_WORKERS: '2' },
+      // A short lease, so the crash test does not wait a minute for it to run out.
+      cpEnv: { REDIS_URL, WRENN_BUILD_WORKERS: '2', WRENN_BUILD_LEASE_SEC: '4' },
     });
     admin = api(p.baseUrl, { jwt: p.adminJwt });
     call = api(p.baseUrl, { apiKey: p.apiKey });
@@ -406,5 +407,32 @@ describe('template builds', () => {
     const dn = await waitBuild(n.id);
     assert.equal(dn.status, 'success', dn.error);
     await assertNoCapsuleLeft(dn);
+  });
+
+  it('a build left running by a crashed control plane is failed and its capsule destroyed', async () => {
+    const b = await build({ name: 'crashed', skip_pre_post: true, recipe: ['RUN --timeout=5m sleep 300'] });
+    await waitFor('the build to run its step', async () => {
+      const r = await admin('GET', `/v1/admin/builds/${b.id}`);
+      return r.body.status === 'running' && r.body.current_step === 1;
+    });
+    await p.restartControlPlane({}, { crash: true });
+    admin = api(p.baseUrl, { jwt: p.adminJwt });
+    const d = await waitBuild(b.id);
+    assert.equal(d.status, 'failed');
+    assert.equal(d.error, 'the control plane running this build stopped before it finished');
+    assert.ok(d.completed_at);
+    await assertNoCapsuleLeft(d);
+  });
+
+  it('records build creates and cancels in the audit log', async () => {
+    const rows = await waitFor('audit entries', async () => {
+      const r = await p.pg.query(
+        "SELECT action, scope, resource_id FROM audit_logs WHERE resource_type = 'build' ORDER BY created_at",
+      );
+      return r.rows.some((x) => x.action === 'cancel') ? r.rows : null;
+    });
+    assert.ok(rows.every((x) => x.scope === 'admin' && /^bld-/.test(x.resource_id)));
+    assert.equal(rows.filter((x) => x.action === 'cancel').length, 1);
+    assert.ok(rows.filter((x) => x.action === 'create').length >= 8);
   });
 });

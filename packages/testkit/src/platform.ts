@@ -80,8 +80,8 @@ export interface Platform {
   /** Registers and starts one more host agent. */
   addAgent(): Promise<TestAgent>;
   cpLogs(): string;
-  /** Stops the control plane and starts it again, optionally with changed environment. */
-  restartControlPlane(env?: Record<string, string>): Promise<void>;
+  /** Stops the control plane (SIGTERM; SIGKILL with `crash`) and starts it again, optionally with changed environment. */
+  restartControlPlane(env?: Record<string, string>, opts?: { crash?: boolean }): Promise<void>;
   /** Destroys every capsule, stops every process, drops the database, removes data directories. */
   stop(): Promise<void>;
 }
@@ -227,14 +227,14 @@ export async function startPlatform(opts: PlatformOptions): Promise<Platform> {
         return (await fetch(`${baseUrl}/health`)).ok;
       });
     };
-    const stopCp = async () => {
+    const stopCp = async (sig: NodeJS.Signals = 'SIGTERM') => {
       const me = cp;
-      await signal(me, 'SIGTERM');
+      await signal(me, sig);
       if (me) cpLog += me.out;
       cp = null;
     };
     await startCp();
-    cleanups.push(stopCp);
+    cleanups.push(() => stopCp());
 
     const login = async () =>
       (
@@ -364,8 +364,8 @@ export async function startPlatform(opts: PlatformOptions): Promise<Platform> {
       newTeam,
       addAgent,
       cpLogs: () => cpLog + ((cp as Child | null)?.out ?? ''),
-      async restartControlPlane(env?: Record<string, string>) {
-        await stopCp();
+      async restartControlPlane(env?: Record<string, string>, opts?: { crash?: boolean }) {
+        await stopCp(opts?.crash ? 'SIGKILL' : 'SIGTERM');
         Object.assign(cpEnv, env);
         await startCp();
         // A new JWT_SECRET invalidates the admin's session.

@@ -7,7 +7,7 @@
 //    `WHERE status = 'running'`; an update that matches nothing means the build was cancelled
 //    (from any control plane), and the running step is aborted;
 //  - crash: a build left `running` by a control plane that died stops being renewed. Every
-//    control plane sweeps (at start, then every 30 s) for running builds whose lease ran out,
+//    control plane sweeps (at start, then every half lease, at most 30 s) for running builds whose lease ran out,
 //    fails them and destroys their capsule. A lease rather than "capsule gone" because the
 //    capsule of a crashed build usually still exists, and a live build must never be failed
 //    by another control plane that merely started.
@@ -62,9 +62,9 @@ const COPY_TIMEOUT_MS = 60_000;
 const EXTRACT_TIMEOUT_MS = 120_000;
 const TEMPLATE_TIMEOUT_MS = 10 * 60_000;
 const BUILD_DISK_MB = 5120;
-const LEASE_MS = 60_000;
+const DEFAULT_LEASE_MS = 60_000;
 const LEASE_RENEW_MS = 1_000;
-const SWEEP_INTERVAL_MS = 30_000;
+const MAX_SWEEP_INTERVAL_MS = 30_000;
 /** Each of stdout and stderr is kept to its last 64 KiB in the log. */
 const LOG_TAIL = 64 * 1024;
 const UPLOAD_CHUNK = 64 * 1024;
@@ -86,6 +86,8 @@ export interface BuildRunnerDeps {
   capsules: CapsuleService;
   queue: BuildQueue;
   log: Logger;
+  /** How long a lease lasts without renewal (default 60 s); the sweep runs every half of it, at most 30 s. */
+  leaseMs?: number;
 }
 
 const tail = (s: string) => (s.length > LOG_TAIL ? s.slice(-LOG_TAIL) : s);
@@ -96,8 +98,11 @@ export class BuildRunner {
   private readonly loops: Promise<void>[] = [];
   private readonly consumers: BuildQueueConsumer[] = [];
   private sweeper: Promise<void> | null = null;
+  private readonly leaseMs: number;
 
-  constructor(private readonly deps: BuildRunnerDeps) {}
+  constructor(private readonly deps: BuildRunnerDeps) {
+    this.leaseMs = deps.leaseMs ?? DEFAULT_LEASE_MS;
+  }
 
   /** Starts `workers` workers and the crash sweep; pending builds are queued again (duplicates are harmless). */
   async start(workers: number): Promise<void> {
@@ -141,7 +146,7 @@ export class BuildRunner {
   private async sweepLoop(): Promise<void> {
     const signal = this.stopping.signal;
     while (!signal.aborted) {
-      await sleep(SWEEP_INTERVAL_MS, undefined, { signal }).catch(() => {});
+      await sleep(Math.min(MAX_SWEEP_INTERVAL_MS, this.leaseMs / 2), undefined, { signal }).catch(() => {});
       if (!signal.aborted)
         await this.sweep().catch((err: unknown) => this.deps.log.warn({ err }, 'build sweep failed'));
     }
@@ -186,7 +191,7 @@ export class BuildRunner {
     const now = new Date();
     const build = await db
       .updateTable('template_builds')
-      .set({ status: 'running', started_at: now, lease_expires_at: new Date(now.getTime() + LEASE_MS) })
+      .set({ status: 'running', started_at: now, lease_expires_at: new Date(now.getTime() + this.leaseMs) })
       .where('id', '=', id)
       .where('status', '=', 'pending')
       .returningAll()
@@ -251,7 +256,7 @@ export class BuildRunner {
         try {
           const r = await this.deps.db
             .updateTable('template_builds')
-            .set({ lease_expires_at: new Date(Date.now() + LEASE_MS) })
+            .set({ lease_expires_at: new Date(Date.now() + this.leaseMs) })
             .where('id', '=', id)
             .where('status', '=', 'running')
             .executeTakeFirst();
