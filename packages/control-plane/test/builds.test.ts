@@ -371,6 +371,12 @@ describe('template builds', () => {
       const r = await admin('GET', `/v1/admin/builds/${b.id}`);
       return r.body.status === 'running' && r.body.current_step === 1 && r.body.sandbox_id;
     });
+    // One live build per name.
+    errorOf(
+      await submit({ name: 'long', skip_pre_post: true, recipe: ['RUN true'] }),
+      409,
+      /already pending or running/,
+    );
     const r = await admin('POST', `/v1/admin/builds/${b.id}/cancel`);
     ok(r, 200);
     assert.equal(r.body.status, 'cancelled');
