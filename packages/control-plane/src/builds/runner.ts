@@ -173,6 +173,11 @@ export class BuildRunner {
     }
   }
 
+  /** The end of a lease taken now, in the database's clock (the sweep compares with its now()). */
+  private leaseEnd() {
+    return sql<Date>`now() + ${`${Math.round(this.leaseMs)} milliseconds`}::interval`;
+  }
+
   /** Destroys the capsule of a build another control plane abandoned. */
   private async destroyCapsule(b: BuildRow): Promise<void> {
     if (!b.sandbox_id) return;
@@ -191,7 +196,7 @@ export class BuildRunner {
     const now = new Date();
     const build = await db
       .updateTable('template_builds')
-      .set({ status: 'running', started_at: now, lease_expires_at: new Date(now.getTime() + this.leaseMs) })
+      .set({ status: 'running', started_at: now, lease_expires_at: this.leaseEnd() })
       .where('id', '=', id)
       .where('status', '=', 'pending')
       .returningAll()
@@ -256,7 +261,7 @@ export class BuildRunner {
         try {
           const r = await this.deps.db
             .updateTable('template_builds')
-            .set({ lease_expires_at: new Date(Date.now() + this.leaseMs) })
+            .set({ lease_expires_at: this.leaseEnd() })
             .where('id', '=', id)
             .where('status', '=', 'running')
             .executeTakeFirst();
@@ -345,6 +350,8 @@ interface BuildResult {
 /** One build's work in its capsule. */
 class BuildExecution {
   private live: LiveCapsule | null = null;
+  /** The build capsule's wire id, once it exists. */
+  private capsuleId: string | null = null;
   /** The capsule is gone already (FlattenRootfs destroys it). */
   private capsuleGone = false;
   private logs: BuildLogEntry[] = [];
@@ -383,12 +390,14 @@ class BuildExecution {
       timeout_sec: 0,
       metadata: { 'wrenn.build': this.wireId },
     });
-    this.live = await this.deps.capsules.live(row);
+    this.capsuleId = formatId('capsule', row.id);
+    // Recorded at once: a sweep after a crash finds the capsule to destroy through this.
     await db
       .updateTable('template_builds')
       .set({ sandbox_id: row.id, host_id: row.host_id })
       .where('id', '=', b.id)
       .execute();
+    this.live = await this.deps.capsules.live(row);
     this.checkAborted();
 
     const ctx: ExecContext = { user: 'root', workdir: '/', env: await this.baseEnv() };
@@ -700,9 +709,9 @@ class BuildExecution {
 
   /** Destroys the build capsule, whatever happened. */
   async cleanup(): Promise<void> {
-    if (!this.live || this.capsuleGone) return;
+    if (!this.capsuleId || this.capsuleGone) return;
     await this.deps.capsules
-      .destroy(PLATFORM_UUID, SYSTEM_ACTOR, this.live.wireId)
+      .destroy(PLATFORM_UUID, SYSTEM_ACTOR, this.capsuleId)
       .catch((err: unknown) => this.deps.log.warn({ err, build: this.wireId }, 'build: destroying the capsule failed'));
   }
 }
