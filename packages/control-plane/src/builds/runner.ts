@@ -442,6 +442,8 @@ class BuildExecution {
     }
     env.PATH ??= '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
     env.HOME ??= '/root';
+    // Nobody answers a prompt in a build (apt's debconf questions would wait for the step's timeout).
+    env.DEBIAN_FRONTEND ??= 'noninteractive';
     return env;
   }
 
@@ -703,7 +705,8 @@ class BuildExecution {
       .updateTable('sandboxes')
       .set({ status: 'stopped', last_updated: new Date() })
       .where('id', '=', this.live!.row.id)
-      .where('status', '=', 'running')
+      // The host monitor may have seen it paused while its files were copied.
+      .where('status', 'in', ['running', 'paused', 'missing'])
       .execute();
   }
 
