@@ -350,6 +350,15 @@ describe('template builds', () => {
     await assertNoCapsuleLeft(d);
   });
 
+  it('a RUN step over its timeout is killed and fails the build', async () => {
+    const b = await build({ name: 'slow', skip_pre_post: true, recipe: ['RUN --timeout=1s sleep 30'] });
+    const d = await waitBuild(b.id);
+    assert.equal(d.status, 'failed');
+    assert.equal(d.error, 'recipe step 1 (line 1: RUN --timeout=1s sleep 30) failed: timed out after 1 s');
+    assert.equal(d.logs[0].ok, false);
+    await assertNoCapsuleLeft(d);
+  });
+
   it('a healthcheck that never passes fails the build', async () => {
     const b = await build({
       name: 'unhealthy',
