@@ -6,6 +6,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { buffer } from 'node:stream/consumers';
@@ -14,7 +15,7 @@ import yazl from 'yazl';
 import { parseId } from '@wrenn/contracts';
 import { startPlatform, waitFor, type Platform, type TeamCredentials } from '@wrenn/testkit';
 import { api, type Resp } from './capsules-helpers.js';
-import { REDIS_URL } from './helpers.js';
+import { REDIS_URL, spawnControlPlane } from './helpers.js';
 
 type TarEntry = {
   name: string;
@@ -404,6 +405,45 @@ describe('template builds', () => {
     );
   });
 
+  it('control planes share the Redis queue: one without workers submits and cancels, the other runs the build', async () => {
+    const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'wrenn-bld-cp2-'));
+    const cp2 = await spawnControlPlane({
+      DATABASE_URL: p.databaseUrl,
+      REDIS_URL,
+      WRENN_DATA_DIR: dataDir,
+      WRENN_BUILD_WORKERS: '0',
+      WRENN_HOST_MONITOR_INTERVAL_SEC: '1',
+    });
+    try {
+      const login = await api(cp2.url, {})('POST', '/v1/auth/login', {
+        email: p.adminEmail,
+        password: p.adminPassword,
+      });
+      ok(login, 200);
+      const admin2 = api(cp2.url, { jwt: login.body.token });
+      const r = await admin2('POST', '/v1/admin/builds', {
+        name: 'via-cp2',
+        skip_pre_post: true,
+        recipe: ['RUN --timeout=5m sleep 300'],
+      });
+      ok(r, 201);
+      // Only the first control plane has workers: it took the build from Redis.
+      await waitFor('the build to run its step', async () => {
+        const g = await admin2('GET', `/v1/admin/builds/${r.body.id}`);
+        return g.body.status === 'running' && g.body.current_step === 1;
+      });
+      const c = await admin2('POST', `/v1/admin/builds/${r.body.id}/cancel`);
+      ok(c, 200);
+      assert.equal(c.body.status, 'cancelled');
+      await assertNoCapsuleLeft(await waitBuild(r.body.id));
+      assert.equal((await admin('GET', `/v1/admin/builds/${r.body.id}`)).body.status, 'cancelled');
+    } finally {
+      cp2.proc.kill('SIGTERM');
+      await cp2.exited;
+      fs.rmSync(dataDir, { recursive: true, force: true });
+    }
+  });
+
   it('a shutdown fails the running build cleanly; without Redis the in-process queue runs builds', async () => {
     const b = await build({ name: 'interrupted', skip_pre_post: true, recipe: ['RUN --timeout=5m sleep 300'] });
     await waitFor('the build to run its step', async () => {
@@ -444,10 +484,10 @@ describe('template builds', () => {
       const r = await p.pg.query(
         "SELECT action, scope, resource_id FROM audit_logs WHERE resource_type = 'build' ORDER BY created_at",
       );
-      return r.rows.some((x) => x.action === 'cancel') ? r.rows : null;
+      return r.rows.filter((x) => x.action === 'cancel').length >= 2 ? r.rows : null;
     });
     assert.ok(rows.every((x) => x.scope === 'admin' && /^bld-/.test(x.resource_id)));
-    assert.equal(rows.filter((x) => x.action === 'cancel').length, 1);
+    assert.equal(rows.filter((x) => x.action === 'cancel').length, 2);
     assert.ok(rows.filter((x) => x.action === 'create').length >= 8);
   });
 });
