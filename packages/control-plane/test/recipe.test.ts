@@ -15,6 +15,7 @@ import {
 import { checkArchive } from '../src/builds/archive.js';
 import tar from 'tar-stream';
 import { buffer } from 'node:stream/consumers';
+import yazl from 'yazl';
 
 const sh = (script: string) => execFileSync('/bin/sh', ['-c', script], { encoding: 'utf8' });
 
@@ -201,5 +202,24 @@ describe('archives', () => {
       await assert.rejects(checkArchive(await tarOf(entries)), re, JSON.stringify(entries));
     }
     await assert.rejects(checkArchive(Buffer.from('not an archive at all')), /tar, tar.gz or zip/);
+  });
+
+  test('zip archives: re-packed as tar; traversal and links out refused', async () => {
+    const zipOf = async (files: [string, string, number][]) => {
+      const z = new yazl.ZipFile();
+      for (const [name, data, mode] of files) z.addBuffer(Buffer.from(data), name, { mode });
+      z.end();
+      return buffer(z.outputStream);
+    };
+    const good = await checkArchive(await zipOf([['bin/run.sh', 'echo', 0o100755]]));
+    assert.equal(good.format, 'zip');
+    assert.deepEqual([...good.paths].sort(), ['.', 'bin', 'bin/run.sh']);
+    // yazl will not write "../", so the name is patched into the bytes (local header and central directory).
+    const evil = Buffer.from(
+      (await zipOf([['xx/evil', 'x', 0o100644]])).toString('latin1').replaceAll('xx/evil', '../evil'),
+      'latin1',
+    );
+    await assert.rejects(checkArchive(evil), /\.\.\/evil/);
+    await assert.rejects(checkArchive(await zipOf([['l', '/etc/passwd', 0o120777]])), /symlink pointing outside/);
   });
 });
