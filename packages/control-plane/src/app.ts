@@ -67,7 +67,13 @@ export async function startControlPlane(config: Config, log: Logger): Promise<Ru
       log,
       leaseMs: config.buildLeaseMs,
     });
-    await builds.start(config.buildWorkers);
+    try {
+      await builds.start(config.buildWorkers);
+    } catch (err) {
+      await builds.stop();
+      await Promise.allSettled([monitor.stop(), capsuleStats.stop(), app.close(), buildQueue.close()]);
+      throw err;
+    }
     log.info(
       {
         url,
@@ -87,12 +93,15 @@ export async function startControlPlane(config: Config, log: Logger): Promise<Ru
       url,
       close() {
         closing ??= (async () => {
-          // First: running builds fail cleanly (capsule destroyed, row written) while the database is open.
-          await builds.stop();
-          await buildQueue.close();
+          // Running builds are aborted at once; their cleanup (capsule destroyed, row marked failed) goes on
+          // while the HTTP server stops accepting and finishes its requests, and ends before the database closes.
+          const buildsStopped = builds.stop();
           await monitor.stop();
           await capsuleStats.stop();
           await app.close();
+          await buildsStopped;
+          await app.wrenn.audit.drain();
+          await buildQueue.close();
           await redis?.close();
           await database.close();
         })();

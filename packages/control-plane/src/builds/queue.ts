@@ -92,6 +92,9 @@ export class RedisBuildQueue implements BuildQueue {
     return {
       pop: async (signal) => {
         if (signal.aborted) return null;
+        // Stopping does not wait for the BLPOP to time out: the connection is dropped.
+        const onAbort = () => conn.disconnect();
+        signal.addEventListener('abort', onAbort, { once: true });
         try {
           const r = await conn.blpop(BUILD_QUEUE_KEY, POP_TIMEOUT_SEC);
           return r ? r[1] : null;
@@ -100,6 +103,8 @@ export class RedisBuildQueue implements BuildQueue {
           this.log.warn({ err }, 'build queue: BLPOP failed; retrying');
           await new Promise((r) => setTimeout(r, 1000));
           return null;
+        } finally {
+          signal.removeEventListener('abort', onAbort);
         }
       },
       unpop: async (buildId) => {
