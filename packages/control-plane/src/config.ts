@@ -46,6 +46,10 @@ export interface Config {
   hostHeartbeatTimeoutMs: number;
   /** Interactive terminals: how often the server pings, and how long a silent client keeps its connection. */
   pty: PtyTimings;
+  /** Template build workers of this control plane (0 = it runs no builds). */
+  buildWorkers: number;
+  /** A running build whose worker has not renewed its lease for this long is failed by any control plane. */
+  buildLeaseMs: number;
 }
 
 export interface PtyTimings {
@@ -201,6 +205,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     idleTimeoutMs: seconds('WRENN_PTY_IDLE_TIMEOUT_SEC', 120, 1, 86_400) * 1000,
   };
 
+  const workersRaw = get('WRENN_BUILD_WORKERS');
+  if (workersRaw !== undefined && !/^\d{1,2}$/.test(workersRaw)) {
+    throw new ConfigError(`WRENN_BUILD_WORKERS must be a whole number from 0 to 99, got "${workersRaw}"`);
+  }
+  const buildWorkers = workersRaw === undefined ? 2 : Number(workersRaw);
+
   return {
     listenHost: host,
     listenPort: port,
@@ -218,5 +228,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     hostMonitorIntervalMs,
     hostHeartbeatTimeoutMs,
     pty,
+    buildWorkers,
+    buildLeaseMs: seconds('WRENN_BUILD_LEASE_SEC', 60, 2, 3600) * 1000,
   };
 }

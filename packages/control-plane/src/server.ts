@@ -43,6 +43,9 @@ import { hostRoutes } from './routes/hosts.js';
 import { capsuleRoutes } from './routes/capsules.js';
 import { adminTeamRoutes } from './routes/admin-teams.js';
 import { snapshotRoutes } from './routes/snapshots.js';
+import { buildRoutes } from './routes/builds.js';
+import { BuildService } from './builds/service.js';
+import { MemoryBuildQueue, type BuildQueue } from './builds/queue.js';
 import { HostClientPool } from './hosts/pool.js';
 import { HostTokens } from './hosts/credentials.js';
 import { LeastLoadedScheduler, type Scheduler } from './hosts/scheduler.js';
@@ -75,6 +78,8 @@ export interface ServerDeps {
   scheduler?: Scheduler;
   /** Terminal ping interval and idle timeout (default 30 s and 120 s). */
   pty?: PtyTimings;
+  /** Where submitted builds wait for a worker (default: an in-process queue). */
+  buildQueue?: BuildQueue;
 }
 
 /** What the routes (and later issues' routes) share. */
@@ -93,6 +98,7 @@ export interface RouteContext {
   hostTokens: HostTokens;
   scheduler: Scheduler;
   pty: PtyTimings;
+  builds: BuildService;
   /** Every route registered, in order (docs coverage checks, tooling). */
   routes: RegisteredRoute[];
 }
@@ -165,6 +171,7 @@ export async function buildServer(deps: ServerDeps): Promise<App> {
     hostTokens: new HostTokens(deps.jwtSecret),
     scheduler: deps.scheduler ?? new LeastLoadedScheduler(deps.db),
     pty: deps.pty ?? DEFAULT_PTY_TIMINGS,
+    builds: new BuildService({ db: deps.db, audit, queue: deps.buildQueue ?? new MemoryBuildQueue(), log: deps.log }),
     routes: [],
   };
   app.decorate('wrenn', ctx);
@@ -284,6 +291,7 @@ export async function buildServer(deps: ServerDeps): Promise<App> {
   capsuleRoutes(app, ctx);
   snapshotRoutes(app, ctx);
   adminTeamRoutes(app, ctx);
+  buildRoutes(app, ctx);
 
   return app;
 }

@@ -70,7 +70,20 @@ export interface CreateParams {
   timeoutSec: number;
   defaultUser?: string;
   defaultEnv?: Record<string, string>;
+  /** Started in the background once envd is ready, tagged start-0, start-1, … */
+  startCommands?: StartCommand[];
 }
+
+/** A built template's START step: run as `/bin/sh -c cmd` by every capsule made from it. */
+export interface StartCommand {
+  cmd: string;
+  user: string;
+  cwd: string;
+  env: Record<string, string>;
+}
+
+/** A template cannot ask for more background processes than this. */
+const MAX_START_COMMANDS = 32;
 
 /** What the agent remembers about a capsule beyond the runtime's spec (persisted for restarts). */
 interface CapsuleMeta {
@@ -235,6 +248,7 @@ export class SandboxManager {
     const res = checkResources(p);
     const defaultUser = checkUser(p.defaultUser ?? '', 'default_user');
     const defaultEnv = checkEnv(p.defaultEnv ?? {}, 'default_env');
+    const startCommands = checkStartCommands(p.startCommands ?? []);
     if (this.capsules.has(id) || this.creating.has(id))
       throw alreadyExists(`capsule ${id} already exists on this host`);
 
@@ -277,6 +291,16 @@ export class SandboxManager {
         timings.envd = performance.now() - t1;
         if (defaultUser || Object.keys(defaultEnv).length) {
           await envd.init({ envVars: defaultEnv, ...(defaultUser ? { defaultUser } : {}) });
+        }
+        // Processes are not part of a template (no CRIU): its START commands run anew in every capsule.
+        for (const [i, sc] of startCommands.entries()) {
+          await startProcess(
+            envd,
+            { cmd: '/bin/sh', args: ['-c', sc.cmd], envs: sc.env, cwd: sc.cwd, user: sc.user },
+            `start-${i}`,
+          ).catch((err: unknown) => {
+            throw new Error(`START command ${i} (${sc.cmd}) could not be started: ${(err as Error).message}`);
+          });
         }
       } catch (err) {
         envd.close();
@@ -554,6 +578,80 @@ export class SandboxManager {
   }
 
   /**
+   * An image-only template from a capsule (template builds without a
+   * healthcheck): like createSnapshot, the merged root file system is copied
+   * into a new template directory (written aside, renamed into place), with
+   * template.json type `base`; then the capsule is destroyed, as the build is
+   * over. On failure the capsule is left as it was.
+   */
+  async flattenRootfs(p: {
+    sandboxId: string;
+    name: string;
+    teamId: string;
+    templateId: string;
+  }): Promise<{ sizeBytes: number }> {
+    const name = checkTemplateName(p.name);
+    if (name === '') throw invalidArgument('name is required');
+    const { teamId, templateId, dir } = this.snapshotDir(p.teamId, p.templateId);
+    const c = this.get(p.sandboxId);
+    return c.lock.run(async () => {
+      this.ensureCurrent(c);
+      if (await pathExists(dir)) throw alreadyExists(`template ${templateId} already exists on this host`);
+      const tmp = this.layout.templateSibling(dir, 'tmp', randomBytes(4).toString('hex'));
+      const wasRunning = c.state === 'running';
+      let sizeBytes: number;
+      c.busy++;
+      try {
+        if (wasRunning) await this.doPause(c);
+        await fs.mkdir(tmp, { recursive: true, mode: 0o755 });
+        ({ sizeBytes } = await this.runtime.exportRootfs(c.id, this.layout.templateRootfs(tmp)));
+        const meta = {
+          name,
+          type: 'base',
+          team_id: teamId,
+          template_id: templateId,
+          source_capsule: c.id,
+          source_template: c.template,
+          created_at: new Date(this.now()).toISOString(),
+          size_bytes: sizeBytes,
+        };
+        await fs.writeFile(this.layout.templateMeta(tmp), JSON.stringify(meta, null, 2) + '\n');
+        await fs.rename(tmp, dir);
+      } catch (err) {
+        await removeTree(tmp).catch((e) => this.log.error({ err: e, tmp }, 'could not remove a failed flatten'));
+        if (wasRunning) {
+          await this.doResume(c).catch((e) => this.log.error({ id: c.id, err: e }, 'resume after flatten failed'));
+        }
+        if (err instanceof ConnectError) throw err;
+        this.log.error({ id: c.id, err }, 'flatten failed');
+        if (/ENOSPC|no space left/i.test(String((err as Error).message))) {
+          throw resourceExhausted('the host has no disk space left for the template');
+        }
+        throw internal(`flattening capsule ${c.id} failed (details in the host agent log)`);
+      } finally {
+        c.busy--;
+      }
+      // The template stands; the capsule it came from is done.
+      this.capsules.delete(c.id);
+      this.sampler.remove(c.id);
+      c.envd.close();
+      try {
+        await this.runtime.destroy(c.id);
+      } catch (err) {
+        this.log.error(
+          { id: c.id, err },
+          'destroy after flatten left traces; they are removed at the next agent start',
+        );
+      } finally {
+        await this.removeMeta(c.id);
+        await this.releaseRetired(c.id);
+      }
+      this.log.info({ id: c.id, name, templateId, sizeBytes }, 'base template flattened; capsule destroyed');
+      return { sizeBytes };
+    });
+  }
+
+  /**
    * Removes a template's files. Capsules made from it keep its files as their
    * lower layer, so while any exist on this host the directory is only renamed
    * aside (it no longer resolves) and removed when the last of them is destroyed.
@@ -771,29 +869,10 @@ export class SandboxManager {
     checkProcess(p);
     const tag = p.tag ? checkTag(p.tag) : `proc-${randomBytes(4).toString('hex')}`;
     const c = this.use(idIn);
-    const ac = new AbortController();
-    // Not a request deadline: envd would take it as the process's time limit.
-    const timer = setTimeout(() => ac.abort(), ENVD_CALL_TIMEOUT_MS);
     c.busy++;
     try {
-      const stream = c.envd.process.start(
-        {
-          process: { cmd: p.cmd, args: p.args, envs: p.envs, ...(p.cwd ? { cwd: p.cwd } : {}) },
-          tag,
-          stdin: false,
-        },
-        { signal: ac.signal, headers: EnvdClient.userHeaders(p.user) },
-      );
-      for await (const res of this.envdStream(c, stream)) {
-        const ev = toProcEvent(res.event);
-        if (ev?.type === 'start') return { pid: ev.pid, tag };
-        if (ev?.type === 'end') break;
-      }
-      throw unavailable(`capsule ${c.id}: envd did not report the started process`);
+      return await this.envdCall(c, () => startProcess(c.envd, p, tag));
     } finally {
-      // Closing the stream leaves the process running in envd.
-      clearTimeout(timer);
-      ac.abort();
       c.busy--;
     }
   }
@@ -1325,5 +1404,43 @@ function processAlive(pid: number): boolean {
     return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
   } catch {
     return false;
+  }
+}
+
+function checkStartCommands(list: StartCommand[]): StartCommand[] {
+  if (list.length > MAX_START_COMMANDS) {
+    throw invalidArgument(`start_commands: at most ${MAX_START_COMMANDS} commands, got ${list.length}`);
+  }
+  return list.map((sc, i) => {
+    if (!sc.cmd) throw invalidArgument(`start_commands[${i}].cmd is required`);
+    checkProcess({ cmd: '/bin/sh', args: ['-c', sc.cmd], envs: sc.env, cwd: sc.cwd, user: sc.user });
+    return sc;
+  });
+}
+
+/** Starts a process in envd under `tag` and returns once envd reports its pid; it keeps running. */
+async function startProcess(envd: EnvdClient, p: ProcessParams, tag: string): Promise<{ pid: number; tag: string }> {
+  const ac = new AbortController();
+  // Not a request deadline: envd would take it as the process's time limit.
+  const timer = setTimeout(() => ac.abort(), ENVD_CALL_TIMEOUT_MS);
+  try {
+    const stream = envd.process.start(
+      {
+        process: { cmd: p.cmd, args: p.args, envs: p.envs, ...(p.cwd ? { cwd: p.cwd } : {}) },
+        tag,
+        stdin: false,
+      },
+      { signal: ac.signal, headers: EnvdClient.userHeaders(p.user) },
+    );
+    for await (const res of stream) {
+      const ev = toProcEvent(res.event);
+      if (ev?.type === 'start') return { pid: ev.pid, tag };
+      if (ev?.type === 'end') break;
+    }
+    throw unavailable('envd did not report the started process');
+  } finally {
+    // Closing the stream leaves the process running in envd.
+    clearTimeout(timer);
+    ac.abort();
   }
 }

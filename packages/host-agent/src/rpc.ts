@@ -353,6 +353,7 @@ function serviceImpl(opts: AgentServerOptions): ServiceImpl<typeof HostAgentServ
         timeoutSec: req.timeoutSec,
         defaultUser: req.defaultUser,
         defaultEnv: req.defaultEnv,
+        startCommands: req.startCommands.map((sc) => ({ cmd: sc.cmd, user: sc.user, cwd: sc.cwd, env: sc.env })),
       });
       return { sandboxId: c.id, status: c.state, hostIp: c.hostIp, metadata: c.metadata };
     },
@@ -607,8 +608,14 @@ function serviceImpl(opts: AgentServerOptions): ServiceImpl<typeof HostAgentServ
       await m.deleteSnapshot(req);
       return {};
     },
-    async flattenRootfs() {
-      throw new ConnectError('FlattenRootfs is not implemented yet', Code.Unimplemented);
+    async flattenRootfs(req) {
+      checkCapsuleId(req.sandboxId);
+      if (req.name === '') throw invalidArgument('name is required');
+      checkTemplateName(req.name);
+      checkUuidField('team_id', req.teamId);
+      checkUuidField('template_id', req.templateId);
+      const { sizeBytes } = await m.flattenRootfs(req);
+      return { sizeBytes: BigInt(sizeBytes) };
     },
 
     async getSandboxMetrics(req) {

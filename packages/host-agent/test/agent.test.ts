@@ -508,10 +508,11 @@ describe('host agent over Connect RPC', () => {
     await rejects(c.exec({ sandboxId: id, cmd: 'true', user: 'root;rm' }), Code.InvalidArgument, /user/);
     await rejects(c.exec({ sandboxId: id, cmd: 'true', timeoutSec: -3 }), Code.InvalidArgument, /timeout_sec/);
 
-    // Snapshots need a name and a template id (agent-snapshots.test.ts covers them); FlattenRootfs is not built yet.
+    // Snapshots and flattened templates need a name and a template id (agent-snapshots.test.ts covers them).
     await rejects(c.createSnapshot({ sandboxId: id }), Code.InvalidArgument, /name is required/);
     await rejects(c.deleteSnapshot({ name: 'x' }), Code.InvalidArgument, /template_id/);
-    await rejects(c.flattenRootfs({ sandboxId: id }), Code.Unimplemented);
+    await rejects(c.flattenRootfs({ sandboxId: id }), Code.InvalidArgument, /name is required/);
+    await rejects(c.flattenRootfs({ sandboxId: id, name: 'x' }), Code.InvalidArgument, /template_id/);
     // Nothing was created by any of the rejected calls.
     const list = await c.listSandboxes({});
     assert.deepEqual(

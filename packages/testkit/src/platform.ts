@@ -80,8 +80,8 @@ export interface Platform {
   /** Registers and starts one more host agent. */
   addAgent(): Promise<TestAgent>;
   cpLogs(): string;
-  /** Stops the control plane and starts it again, optionally with changed environment. */
-  restartControlPlane(env?: Record<string, string>): Promise<void>;
+  /** Stops the control plane (SIGTERM; SIGKILL with `crash`) and starts it again, optionally with changed environment. */
+  restartControlPlane(env?: Record<string, string>, opts?: { crash?: boolean }): Promise<void>;
   /** Destroys every capsule, stops every process, drops the database, removes data directories. */
   stop(): Promise<void>;
 }
@@ -198,8 +198,10 @@ export async function startPlatform(opts: PlatformOptions): Promise<Platform> {
     const cpData = path.join(root, 'cp');
     const cpPort = await freePort();
     const baseUrl = `http://127.0.0.1:${cpPort}`;
+    // The test runner's own REDIS_URL is not passed on; a test asks for Redis with cpEnv.REDIS_URL.
+    const { REDIS_URL: _ignored, ...parentEnv } = process.env;
     const cpEnv: NodeJS.ProcessEnv = {
-      ...process.env,
+      ...parentEnv,
       DATABASE_URL: dbUrl.toString(),
       WRENN_DATA_DIR: cpData,
       WRENN_CP_LISTEN_ADDR: `127.0.0.1:${cpPort}`,
@@ -208,7 +210,6 @@ export async function startPlatform(opts: PlatformOptions): Promise<Platform> {
       WRENN_HOST_MONITOR_INTERVAL_SEC: '1',
       ...opts.cpEnv,
     };
-    delete cpEnv.REDIS_URL;
 
     // The first admin, exactly as `npm start` makes it.
     const adminEmail = `admin-${opts.prefix}@wrenn.test`;
@@ -232,14 +233,14 @@ export async function startPlatform(opts: PlatformOptions): Promise<Platform> {
         return (await fetch(`${baseUrl}/health`)).ok;
       });
     };
-    const stopCp = async () => {
+    const stopCp = async (sig: NodeJS.Signals = 'SIGTERM') => {
       const me = cp;
-      await signal(me, 'SIGTERM');
+      await signal(me, sig);
       if (me) cpLog += me.out;
       cp = null;
     };
     await startCp();
-    cleanups.push(stopCp);
+    cleanups.push(() => stopCp());
 
     const login = async () =>
       (
@@ -369,8 +370,8 @@ export async function startPlatform(opts: PlatformOptions): Promise<Platform> {
       newTeam,
       addAgent,
       cpLogs: () => cpLog + ((cp as Child | null)?.out ?? ''),
-      async restartControlPlane(env?: Record<string, string>) {
-        await stopCp();
+      async restartControlPlane(env?: Record<string, string>, opts?: { crash?: boolean }) {
+        await stopCp(opts?.crash ? 'SIGKILL' : 'SIGTERM');
         Object.assign(cpEnv, env);
         await startCp();
         // A new JWT_SECRET invalidates the admin's session.

@@ -288,6 +288,8 @@ export class CapsuleService {
           timeoutSec,
           defaultUser: tpl.default_user,
           defaultEnv: (tpl.default_env ?? {}) as Record<string, string>,
+          // A built template's START steps: processes are not in a template, so each capsule starts them.
+          startCommands: tpl.start_commands ?? [],
         },
         { timeoutMs: CREATE_TIMEOUT_MS },
       );

@@ -193,7 +193,66 @@ export interface TemplatesTable {
   metadata: Json;
   /** Host holding a snapshot's files; null = present on every host. */
   host_id: string | null;
+  /** Background processes every capsule of the template starts (built templates' START steps). */
+  start_commands: JsonArrayColumn<StartCommand>;
   created_at: CreatedAt;
+}
+
+/** A START step of a recipe, with the user, directory and environment in effect at that step. */
+export interface StartCommand {
+  cmd: string;
+  user: string;
+  cwd: string;
+  env: Record<string, string>;
+}
+
+type JsonArrayColumn<T> = ColumnType<T[], string | undefined, string>;
+
+export type BuildStatus = 'pending' | 'running' | 'success' | 'failed' | 'cancelled';
+export type BuildPhase = 'pre-build' | 'recipe' | 'post-build' | 'healthcheck' | 'setup';
+
+export interface BuildLogEntry {
+  step: number;
+  phase: BuildPhase;
+  cmd: string;
+  stdout: string;
+  stderr: string;
+  exit: number;
+  ok: boolean;
+  elapsed_ms: number;
+}
+
+export interface TemplateBuildsTable {
+  id: Generated<string>;
+  name: string;
+  base_template: Generated<string>;
+  recipe: JsonArrayColumn<string>;
+  healthcheck: Generated<string>;
+  vcpus: Generated<number>;
+  memory_mb: Generated<number>;
+  status: Generated<BuildStatus>;
+  current_step: Generated<number>;
+  total_steps: Generated<number>;
+  logs: JsonArrayColumn<BuildLogEntry>;
+  error: Generated<string>;
+  sandbox_id: string | null;
+  host_id: string | null;
+  created_at: CreatedAt;
+  started_at: NullableTimestamp;
+  completed_at: NullableTimestamp;
+  template_id: string | null;
+  team_id: Generated<string>;
+  skip_pre_post: Generated<boolean>;
+  default_user: Generated<string>;
+  default_env: Json;
+  metadata: Json;
+  /** Until when the worker running the build holds it (renewed while it runs). */
+  lease_expires_at: NullableTimestamp;
+}
+
+export interface TemplateBuildArchivesTable {
+  build_id: string;
+  data: Buffer;
 }
 
 export interface DB {
@@ -212,6 +271,8 @@ export interface DB {
   sandbox_metric_points: SandboxMetricPointsTable;
   sandbox_metrics_snapshots: SandboxMetricsSnapshotsTable;
   templates: TemplatesTable;
+  template_builds: TemplateBuildsTable;
+  template_build_archives: TemplateBuildArchivesTable;
 }
 
 export type UserRow = Selectable<UsersTable>;
@@ -221,3 +282,4 @@ export type NewAuditLog = Insertable<AuditLogsTable>;
 export type HostRow = Selectable<HostsTable>;
 export type SandboxRow = Selectable<SandboxesTable>;
 export type TemplateRow = Selectable<TemplatesTable>;
+export type BuildRow = Selectable<TemplateBuildsTable>;

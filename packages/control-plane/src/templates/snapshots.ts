@@ -75,10 +75,10 @@ export class SnapshotService {
       throw agentError(err, host.id);
     }
 
-    // The defaults of the template the capsule came from carry over.
+    // The defaults (and START commands) of the template the capsule came from carry over.
     const source = await db
       .selectFrom('templates')
-      .select(['default_user', 'default_env'])
+      .select(['default_user', 'default_env', 'start_commands'])
       .where('id', '=', capsule.template_id)
       .executeTakeFirst();
     let row: TemplateRow;
@@ -95,6 +95,7 @@ export class SnapshotService {
           size_bytes: sizeBytes,
           default_user: source?.default_user ?? '',
           default_env: JSON.stringify(source?.default_env ?? {}),
+          start_commands: JSON.stringify(source?.start_commands ?? []),
           metadata: JSON.stringify(capsule.metadata ?? {}),
           host_id: host.id,
         })
