@@ -42,6 +42,7 @@ import { auditLogRoutes } from './routes/audit-logs.js';
 import { hostRoutes } from './routes/hosts.js';
 import { capsuleRoutes } from './routes/capsules.js';
 import { snapshotRoutes } from './routes/snapshots.js';
+import { adminTemplateRoutes } from './routes/admin-templates.js';
 import { HostClientPool } from './hosts/pool.js';
 import { HostTokens } from './hosts/credentials.js';
 import { LeastLoadedScheduler, type Scheduler } from './hosts/scheduler.js';
@@ -277,6 +278,7 @@ export async function buildServer(deps: ServerDeps): Promise<App> {
   hostRoutes(app, ctx);
   capsuleRoutes(app, ctx);
   snapshotRoutes(app, ctx);
+  adminTemplateRoutes(app, ctx); // after snapshotRoutes, which registers the template schemas
 
   return app;
 }

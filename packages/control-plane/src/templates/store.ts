@@ -7,7 +7,7 @@ import { Code } from '@connectrpc/connect';
 import type { DB, HostRow, TemplateRow, TemplateType } from '../db/schema.js';
 import { ApiError, badRequest, notFound } from '../errors.js';
 import type { HostClientPool } from '../hosts/pool.js';
-import { agentError, connectCode, hostUnreachable } from '../capsules/agent-errors.js';
+import { agentError, connectCode } from '../capsules/agent-errors.js';
 
 const DELETE_TIMEOUT_MS = 120_000;
 
@@ -72,27 +72,50 @@ export async function listTemplates(db: Kysely<DB>, teamId: string, type?: Templ
   return q.orderBy('created_at', 'desc').orderBy('name').execute();
 }
 
+/** Every template of every team (platform admins), newest first, with whether its team was deleted. */
+export async function listAllTemplates(db: Kysely<DB>): Promise<(TemplateRow & { team_deleted: boolean })[]> {
+  return db
+    .selectFrom('templates as t')
+    .leftJoin('teams', 'teams.id', 't.team_id')
+    .selectAll('t')
+    .select(sql<boolean>`teams.deleted_at IS NOT NULL`.as('team_deleted'))
+    .orderBy('t.created_at', 'desc')
+    .orderBy('t.name')
+    .orderBy('t.team_id')
+    .execute();
+}
+
 /**
- * Removes a template's files from every online host that may hold them (a
- * host without them answers NotFound, which is fine). Any other failure, or
- * the host recorded on the template being unreachable, is an error: the
- * caller keeps the row, so the files are never orphaned.
+ * Removes a template's files from every online host (a host without them
+ * answers NotFound, which is fine). The hosts that hold them — the recorded
+ * host, or every registered host for a template without one — must all be
+ * online, else nothing is touched (503): the caller keeps the row, so the
+ * files are never orphaned. Any other host failure is an error too; hosts
+ * that succeeded meanwhile answer NotFound on the retry.
  */
 export async function deleteTemplateFiles(db: Kysely<DB>, hosts: HostClientPool, t: TemplateRow): Promise<void> {
-  const online = await db
-    .selectFrom('hosts')
-    .selectAll()
-    .where('status', '=', 'online')
-    .where('address', '!=', '')
-    .execute();
-  if (t.host_id) {
-    const owner = await db.selectFrom('hosts').selectAll().where('id', '=', t.host_id).executeTakeFirst();
-    // A host that no longer exists took the files with it.
-    if (owner && !online.some((h) => h.id === owner.id)) {
-      throw hostUnreachable(owner.id);
-    }
+  // 'pending' hosts never registered, so they hold nothing. A deleted host (no row) took its files with it.
+  const all = await db.selectFrom('hosts').selectAll().where('status', '!=', 'pending').execute();
+  const reachable = (h: HostRow) => h.status === 'online' && h.address !== '';
+  const holders = t.host_id ? all.filter((h) => h.id === t.host_id) : all;
+  const down = holders.find((h) => !reachable(h));
+  if (down) {
+    throw new ApiError(
+      503,
+      'host_unavailable',
+      `template "${t.name}" has files on host ${formatId('host', down.id)}, which is unreachable; ` +
+        'nothing was deleted, try again when the host is back',
+    );
   }
-  await Promise.all(online.map((h) => deleteOn(hosts, h, t)));
+  const results = await Promise.allSettled(all.filter(reachable).map((h) => deleteOn(hosts, h, t)));
+  const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failed) throw failed.reason;
+}
+
+/** The one way a template goes: its files from the hosts first, then its row (kept when a host failed). */
+export async function deleteTemplate(db: Kysely<DB>, hosts: HostClientPool, t: TemplateRow): Promise<void> {
+  await deleteTemplateFiles(db, hosts, t);
+  await db.deleteFrom('templates').where('id', '=', t.id).execute();
 }
 
 async function deleteOn(hosts: HostClientPool, host: HostRow, t: TemplateRow): Promise<void> {
