@@ -9,7 +9,8 @@
 // capsule row is corrected: missing-but-alive → its live state, running or
 // missing but gone → stopped, running but auto-paused by the host's TTL reaper
 // → paused, a create that a dead control plane left half-done → running or
-// error. Capsules a host runs that no live row claims are destroyed.
+// error. Capsules a host runs that no live row claims are destroyed. Templates
+// of deleted teams are removed from the hosts that hold them, once those are up.
 //
 // Several control planes may run this at once: every write is a compare-and-set
 // on the state it read, so a lost race changes nothing and logs nothing.
@@ -20,6 +21,7 @@ import type { CapsuleStatus, DB, HostRow } from '../db/schema.js';
 import type { AuditLogger } from '../audit/logger.js';
 import type { HostClientPool } from './pool.js';
 import { PeriodicTask } from '../periodic.js';
+import { purgeDeletedTeamTemplates } from '../templates/store.js';
 
 /** Capsule states that occupy a host (and block its deletion). */
 export const ACTIVE_CAPSULE_STATES: CapsuleStatus[] = ['pending', 'starting', 'running', 'paused', 'missing'];
@@ -78,6 +80,8 @@ export class HostMonitor {
       .where('address', '!=', '')
       .execute();
     await Promise.all(hosts.map((h) => this.reconcile(h)));
+    // Deleted teams' templates whose hosts were down at the time: retried here until they are gone.
+    await purgeDeletedTeamTemplates(this.opts.db, this.opts.pool, this.opts.log);
   }
 
   private async markSilentHostsDown(): Promise<void> {

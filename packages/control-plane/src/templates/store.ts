@@ -4,6 +4,7 @@
 import { formatId, isSafeName, PLATFORM_UUID } from '@wrenn/contracts';
 import { sql, type Kysely } from 'kysely';
 import { Code } from '@connectrpc/connect';
+import type { Logger } from 'pino';
 import type { DB, HostRow, TemplateRow, TemplateType } from '../db/schema.js';
 import { ApiError, badRequest, notFound } from '../errors.js';
 import type { HostClientPool } from '../hosts/pool.js';
@@ -116,6 +117,44 @@ export async function deleteTemplateFiles(db: Kysely<DB>, hosts: HostClientPool,
 export async function deleteTemplate(db: Kysely<DB>, hosts: HostClientPool, t: TemplateRow): Promise<void> {
   await deleteTemplateFiles(db, hosts, t);
   await db.deleteFrom('templates').where('id', '=', t.id).execute();
+}
+
+/**
+ * Templates of deleted teams: the team's `deleted_at` is the mark that their
+ * files must go, so nothing is lost while a host holding them is down. Run
+ * right after a team is deleted and on every host monitor pass, this retries
+ * until each host that holds files has answered; the row goes last. Returns
+ * how many templates are still waiting.
+ */
+export async function purgeDeletedTeamTemplates(
+  db: Kysely<DB>,
+  hosts: HostClientPool,
+  log: Logger,
+  teamId?: string,
+): Promise<number> {
+  let q = db
+    .selectFrom('templates as t')
+    .innerJoin('teams', 'teams.id', 't.team_id')
+    .selectAll('t')
+    .where('teams.deleted_at', 'is not', null);
+  if (teamId) q = q.where('t.team_id', '=', teamId);
+  const rows = await q.execute();
+  let waiting = 0;
+  for (const t of rows) {
+    try {
+      await deleteTemplate(db, hosts, t);
+      log.info({ team: formatId('team', t.team_id), template: t.name }, "deleted team's template removed");
+    } catch (err) {
+      waiting++;
+      // A host being down is expected here and retried on the next pass; anything else is worth a look.
+      const down = err instanceof ApiError && err.status === 503;
+      log[down ? 'debug' : 'warn'](
+        { err, team: formatId('team', t.team_id), template: t.name },
+        "deleted team's template: removal postponed",
+      );
+    }
+  }
+  return waiting;
 }
 
 async function deleteOn(hosts: HostClientPool, host: HostRow, t: TemplateRow): Promise<void> {
