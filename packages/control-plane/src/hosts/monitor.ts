@@ -50,6 +50,8 @@ interface Live {
 
 export class HostMonitor {
   private readonly task: PeriodicTask;
+  /** Its own task: a slow host answering a delete must not hold up the capsule reconciliation. */
+  private readonly purgeTask: PeriodicTask;
   private readonly heartbeatTimeoutMs: number;
   private readonly staleCreateMs: number;
   private readonly orphanGraceMs: number;
@@ -60,14 +62,16 @@ export class HostMonitor {
     this.orphanGraceMs = opts.orphanGraceMs ?? 60_000;
     const interval = opts.intervalMs ?? DEFAULT_MONITOR_INTERVAL_MS;
     this.task = new PeriodicTask('host monitor pass', interval, () => this.runOnce(), opts.log);
+    this.purgeTask = new PeriodicTask('deleted team templates pass', interval, () => this.purgeOnce(), opts.log);
   }
 
   start(): void {
     this.task.start();
+    this.purgeTask.start();
   }
 
-  stop(): Promise<void> {
-    return this.task.stop();
+  async stop(): Promise<void> {
+    await Promise.all([this.task.stop(), this.purgeTask.stop()]);
   }
 
   /** One pass: passive checks, then every online host reconciled. */
@@ -80,7 +84,10 @@ export class HostMonitor {
       .where('address', '!=', '')
       .execute();
     await Promise.all(hosts.map((h) => this.reconcile(h)));
-    // Deleted teams' templates whose hosts were down at the time: retried here until they are gone.
+  }
+
+  /** Deleted teams' templates whose hosts were down at the time, retried until they are gone. */
+  async purgeOnce(): Promise<void> {
     await purgeDeletedTeamTemplates(this.opts.db, this.opts.pool, this.opts.log);
   }
 
