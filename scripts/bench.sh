@@ -4,7 +4,7 @@
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
-for b in cp-bench envd-startup envd-throughput agent-bench capsule-bench; do
+for b in cp-bench envd-startup envd-throughput agent-bench capsule-bench snapshot-bench; do
   log "bench/$b.mjs"
   node "bench/$b.mjs"
 done

@@ -46,6 +46,7 @@ import { snapshotRoutes } from './routes/snapshots.js';
 import { buildRoutes } from './routes/builds.js';
 import { BuildService } from './builds/service.js';
 import { MemoryBuildQueue, type BuildQueue } from './builds/queue.js';
+import { adminTemplateRoutes } from './routes/admin-templates.js';
 import { HostClientPool } from './hosts/pool.js';
 import { HostTokens } from './hosts/credentials.js';
 import { LeastLoadedScheduler, type Scheduler } from './hosts/scheduler.js';
@@ -292,6 +293,7 @@ export async function buildServer(deps: ServerDeps): Promise<App> {
   snapshotRoutes(app, ctx);
   adminTeamRoutes(app, ctx);
   buildRoutes(app, ctx);
+  adminTemplateRoutes(app, ctx); // after snapshotRoutes, which registers the template schemas
 
   return app;
 }

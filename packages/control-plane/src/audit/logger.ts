@@ -441,6 +441,20 @@ export class AuditLogger {
     });
   }
 
+  /** A platform template deleted by a platform admin (kept in the platform log). */
+  templateDeleted(actor: AuditActor, template: { name: string; type: string; sizeBytes: number }): void {
+    this.record({
+      teamId: PLATFORM_UUID,
+      actor,
+      resourceType: 'template',
+      resourceId: template.name,
+      action: 'delete',
+      scope: 'admin',
+      status: 'warning',
+      metadata: { type: template.type, size_bytes: template.sizeBytes },
+    });
+  }
+
   snapshotDeleted(actor: AuditActor, template: { teamId: string; name: string }): void {
     this.record({
       teamId: template.teamId,

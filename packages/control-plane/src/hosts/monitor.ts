@@ -9,7 +9,8 @@
 // capsule row is corrected: missing-but-alive → its live state, running or
 // missing but gone → stopped, running but auto-paused by the host's TTL reaper
 // → paused, a create that a dead control plane left half-done → running or
-// error. Capsules a host runs that no live row claims are destroyed.
+// error. Capsules a host runs that no live row claims are destroyed. Templates
+// of deleted teams are removed from the hosts that hold them, once those are up.
 //
 // Several control planes may run this at once: every write is a compare-and-set
 // on the state it read, so a lost race changes nothing and logs nothing.
@@ -20,6 +21,7 @@ import type { CapsuleStatus, DB, HostRow } from '../db/schema.js';
 import type { AuditLogger } from '../audit/logger.js';
 import type { HostClientPool } from './pool.js';
 import { PeriodicTask } from '../periodic.js';
+import { purgeDeletedTeamTemplates } from '../templates/store.js';
 
 /** Capsule states that occupy a host (and block its deletion). */
 export const ACTIVE_CAPSULE_STATES: CapsuleStatus[] = ['pending', 'starting', 'running', 'paused', 'missing'];
@@ -48,6 +50,8 @@ interface Live {
 
 export class HostMonitor {
   private readonly task: PeriodicTask;
+  /** Its own task: a slow host answering a delete must not hold up the capsule reconciliation. */
+  private readonly purgeTask: PeriodicTask;
   private readonly heartbeatTimeoutMs: number;
   private readonly staleCreateMs: number;
   private readonly orphanGraceMs: number;
@@ -58,14 +62,16 @@ export class HostMonitor {
     this.orphanGraceMs = opts.orphanGraceMs ?? 60_000;
     const interval = opts.intervalMs ?? DEFAULT_MONITOR_INTERVAL_MS;
     this.task = new PeriodicTask('host monitor pass', interval, () => this.runOnce(), opts.log);
+    this.purgeTask = new PeriodicTask('deleted team templates pass', interval, () => this.purgeOnce(), opts.log);
   }
 
   start(): void {
     this.task.start();
+    this.purgeTask.start();
   }
 
-  stop(): Promise<void> {
-    return this.task.stop();
+  async stop(): Promise<void> {
+    await Promise.all([this.task.stop(), this.purgeTask.stop()]);
   }
 
   /** One pass: passive checks, then every online host reconciled. */
@@ -78,6 +84,11 @@ export class HostMonitor {
       .where('address', '!=', '')
       .execute();
     await Promise.all(hosts.map((h) => this.reconcile(h)));
+  }
+
+  /** Deleted teams' templates whose hosts were down at the time, retried until they are gone. */
+  async purgeOnce(): Promise<void> {
+    await purgeDeletedTeamTemplates(this.opts.db, this.opts.pool, this.opts.log);
   }
 
   private async markSilentHostsDown(): Promise<void> {

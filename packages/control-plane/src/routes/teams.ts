@@ -2,7 +2,9 @@
 // always a 404 (never a 403), so team ids reveal nothing. Roles come from the database.
 import { Type } from '@sinclair/typebox';
 import { formatId, TEAM_NAME_RE } from '@wrenn/contracts';
+import type { Logger } from 'pino';
 import type { App, RouteContext } from '../server.js';
+import { purgeDeletedTeamTemplates } from '../templates/store.js';
 import type { TeamRole } from '../db/schema.js';
 import { badRequest, conflict, forbidden, notFound, parseIdParam } from '../errors.js';
 import { actorOf, sessionOf } from '../auth/guards.js';
@@ -61,6 +63,7 @@ async function listMembers(db: Db, teamId: string) {
 
 export function teamRoutes(app: App, ctx: RouteContext): void {
   const { db, audit, guards } = ctx;
+  const log = app.log as unknown as Logger;
 
   /** The caller's membership in the team named by the `id` parameter; 404 when there is none. */
   async function memberOf(userId: string, idParam: string): Promise<{ teamId: string; role: TeamRole }> {
@@ -173,7 +176,9 @@ export function teamRoutes(app: App, ctx: RouteContext): void {
       schema: {
         summary: 'Delete a team (owner only)',
         description:
-          'Soft delete: the team disappears for everyone, its API keys stop working at once, its slug stays reserved.',
+          'Soft delete: the team disappears for everyone, its API keys stop working at once, its slug stays ' +
+          'reserved. Its templates are removed from the hosts in the background (a host that is down is ' +
+          'cleaned up when it is back).',
         tags: ['teams'],
         security,
         params: IdParams,
@@ -198,6 +203,11 @@ export function teamRoutes(app: App, ctx: RouteContext): void {
       });
       ctx.apiKeys.revoked(keyIds);
       audit.teamDeleted(actorOf(request), m.teamId, name);
+      // The team's templates go in the background: a host that is down must not fail the delete, and
+      // the host monitor retries what is left (deleted_at marks them) until every host has answered.
+      void purgeDeletedTeamTemplates(db, ctx.hosts, log, m.teamId).catch((err: unknown) =>
+        log.warn({ err }, "removing a deleted team's templates failed; the host monitor retries"),
+      );
       return reply.code(204).send(null);
     },
   );

@@ -27,6 +27,21 @@ export const Template = Type.Object(
   { $id: 'Template', title: 'Template' },
 );
 
+/** Template as platform admins see it: whose it is and where its files are. */
+export const AdminTemplate = Type.Object(
+  {
+    ...Template.properties,
+    team_id: Type.String({ description: 'team-… of the owning team (the platform team for platform templates)' }),
+    host_id: Type.Union([Type.String(), Type.Null()], {
+      description: 'host-… holding the files (capsules of it are placed there); null = on every host',
+    }),
+    team_deleted: Type.Boolean({
+      description: 'Its team was deleted: its files are being removed from the hosts (retried until each is back)',
+    }),
+  },
+  { $id: 'AdminTemplate', title: 'AdminTemplate' },
+);
+
 export const CreateSnapshotRequest = Type.Object(
   {
     sandbox_id: Type.String({ description: 'cl-… id of a running or paused capsule' }),
@@ -52,4 +67,4 @@ export const ListTemplatesQuery = Type.Object(
 
 export const TemplateNameParams = Type.Object({ name: Type.String({ description: 'Template name' }) });
 
-export const TEMPLATE_SCHEMAS = [Template];
+export const TEMPLATE_SCHEMAS = [Template, AdminTemplate];

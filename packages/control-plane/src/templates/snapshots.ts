@@ -16,7 +16,7 @@ import type { HostClientPool } from '../hosts/pool.js';
 import { agentError } from '../capsules/agent-errors.js';
 import type { CapsuleService } from '../capsules/service.js';
 import { isUniqueViolation } from '../services/accounts.js';
-import { checkTemplateName, deleteTemplateFiles, findTemplate } from './store.js';
+import { checkTemplateName, deleteTemplate, findTemplate } from './store.js';
 import type { CreateSnapshotBody } from './schemas.js';
 
 /** Copying a large file system takes a while; the agent is given this long. */
@@ -50,10 +50,7 @@ export class SnapshotService {
     }
     const host = await capsules.hostOf(capsule);
     // Old files first, then the old row: a failure here keeps the old template whole.
-    if (existing) {
-      await deleteTemplateFiles(db, hosts, existing);
-      await db.deleteFrom('templates').where('id', '=', existing.id).execute();
-    }
+    if (existing) await deleteTemplate(db, hosts, existing);
 
     const from = capsule.status;
     if (!(await this.setStatus(capsule.id, from, 'paused'))) {
@@ -125,8 +122,7 @@ export class SnapshotService {
     if (!t) throw notFound(`template "${name}" not found`, 'template_not_found');
     // Checked before any host is asked, so no platform file is ever touched by a team.
     if (t.team_id !== teamId) throw forbidden(`"${name}" is a platform template; teams cannot delete it`);
-    await deleteTemplateFiles(db, hosts, t);
-    await db.deleteFrom('templates').where('id', '=', t.id).execute();
+    await deleteTemplate(db, hosts, t);
     audit.snapshotDeleted(actor, { teamId, name });
   }
 

@@ -4,10 +4,11 @@
 import { formatId, isSafeName, PLATFORM_UUID } from '@wrenn/contracts';
 import { sql, type Kysely } from 'kysely';
 import { Code } from '@connectrpc/connect';
+import type { Logger } from 'pino';
 import type { DB, HostRow, TemplateRow, TemplateType } from '../db/schema.js';
 import { ApiError, badRequest, notFound } from '../errors.js';
 import type { HostClientPool } from '../hosts/pool.js';
-import { agentError, connectCode, hostUnreachable } from '../capsules/agent-errors.js';
+import { agentError, connectCode } from '../capsules/agent-errors.js';
 
 const DELETE_TIMEOUT_MS = 120_000;
 
@@ -72,27 +73,88 @@ export async function listTemplates(db: Kysely<DB>, teamId: string, type?: Templ
   return q.orderBy('created_at', 'desc').orderBy('name').execute();
 }
 
+/** Every template of every team (platform admins), newest first, with whether its team was deleted. */
+export async function listAllTemplates(db: Kysely<DB>): Promise<(TemplateRow & { team_deleted: boolean })[]> {
+  return db
+    .selectFrom('templates as t')
+    .leftJoin('teams', 'teams.id', 't.team_id')
+    .selectAll('t')
+    .select(sql<boolean>`teams.deleted_at IS NOT NULL`.as('team_deleted'))
+    .orderBy('t.created_at', 'desc')
+    .orderBy('t.name')
+    .orderBy('t.team_id')
+    .execute();
+}
+
 /**
- * Removes a template's files from every online host that may hold them (a
- * host without them answers NotFound, which is fine). Any other failure, or
- * the host recorded on the template being unreachable, is an error: the
- * caller keeps the row, so the files are never orphaned.
+ * Removes a template's files from every online host (a host without them
+ * answers NotFound, which is fine). The hosts that hold them — the recorded
+ * host, or every registered host for a template without one — must all be
+ * online, else nothing is touched (503): the caller keeps the row, so the
+ * files are never orphaned. Any other host failure is an error too; hosts
+ * that succeeded meanwhile answer NotFound on the retry.
  */
 export async function deleteTemplateFiles(db: Kysely<DB>, hosts: HostClientPool, t: TemplateRow): Promise<void> {
-  const online = await db
-    .selectFrom('hosts')
-    .selectAll()
-    .where('status', '=', 'online')
-    .where('address', '!=', '')
-    .execute();
-  if (t.host_id) {
-    const owner = await db.selectFrom('hosts').selectAll().where('id', '=', t.host_id).executeTakeFirst();
-    // A host that no longer exists took the files with it.
-    if (owner && !online.some((h) => h.id === owner.id)) {
-      throw hostUnreachable(owner.id);
+  // 'pending' hosts never registered, so they hold nothing. A deleted host (no row) took its files with it.
+  const all = await db.selectFrom('hosts').selectAll().where('status', '!=', 'pending').execute();
+  const reachable = (h: HostRow) => h.status === 'online' && h.address !== '';
+  const holders = t.host_id ? all.filter((h) => h.id === t.host_id) : all;
+  const down = holders.find((h) => !reachable(h));
+  if (down) {
+    throw new ApiError(
+      503,
+      'host_unavailable',
+      `template "${t.name}" has files on host ${formatId('host', down.id)}, which is unreachable; ` +
+        'nothing was deleted, try again when the host is back',
+    );
+  }
+  const results = await Promise.allSettled(all.filter(reachable).map((h) => deleteOn(hosts, h, t)));
+  const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failed) throw failed.reason;
+}
+
+/** The one way a template goes: its files from the hosts first, then its row (kept when a host failed). */
+export async function deleteTemplate(db: Kysely<DB>, hosts: HostClientPool, t: TemplateRow): Promise<void> {
+  await deleteTemplateFiles(db, hosts, t);
+  await db.deleteFrom('templates').where('id', '=', t.id).execute();
+}
+
+/**
+ * Templates of deleted teams: the team's `deleted_at` is the mark that their
+ * files must go, so nothing is lost while a host holding them is down. Run
+ * right after a team is deleted and on every host monitor pass, this retries
+ * until each host that holds files has answered; the row goes last. Returns
+ * how many templates are still waiting.
+ */
+export async function purgeDeletedTeamTemplates(
+  db: Kysely<DB>,
+  hosts: HostClientPool,
+  log: Logger,
+  teamId?: string,
+): Promise<number> {
+  let q = db
+    .selectFrom('templates as t')
+    .innerJoin('teams', 'teams.id', 't.team_id')
+    .selectAll('t')
+    .where('teams.deleted_at', 'is not', null);
+  if (teamId) q = q.where('t.team_id', '=', teamId);
+  const rows = await q.execute();
+  let waiting = 0;
+  for (const t of rows) {
+    try {
+      await deleteTemplate(db, hosts, t);
+      log.info({ team: formatId('team', t.team_id), template: t.name }, "deleted team's template removed");
+    } catch (err) {
+      waiting++;
+      // A host being down is expected here and retried on the next pass; anything else is worth a look.
+      const down = err instanceof ApiError && err.status === 503;
+      log[down ? 'debug' : 'warn'](
+        { err, team: formatId('team', t.team_id), template: t.name },
+        "deleted team's template: removal postponed",
+      );
     }
   }
-  await Promise.all(online.map((h) => deleteOn(hosts, h, t)));
+  return waiting;
 }
 
 async function deleteOn(hosts: HostClientPool, host: HostRow, t: TemplateRow): Promise<void> {
