@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { parseId, uuidToBase36 } from '@wrenn/contracts';
-import { startPlatform, type Platform, type TeamCredentials } from '@wrenn/testkit';
+import { startPlatform, waitFor, type Platform, type TeamCredentials } from '@wrenn/testkit';
 import { api, type Resp } from './capsules-helpers.js';
 
 describe('snapshots and templates', () => {
@@ -226,5 +226,37 @@ describe('snapshots and templates', () => {
     assert.equal(await sh(copy.id, 'cat /root/p.txt'), 'paused\n');
     ok(await call('DELETE', `/v1/capsules/${copy.id}`), 204);
     ok(await call('DELETE', '/v1/snapshots/from-paused'), 204);
+  });
+
+  it('a client that disconnects during a long snapshot does not break it', async () => {
+    const c = await newCapsule();
+    // Enough data that the copy takes a while after the request was sent.
+    await sh(c.id, 'head -c 300M /dev/urandom > /root/big.bin && sha256sum /root/big.bin > /root/big.sum');
+    const ac = new AbortController();
+    const sent = fetch(`${p.baseUrl}/v1/snapshots`, {
+      method: 'POST',
+      headers: { 'x-api-key': p.apiKey, 'content-type': 'application/json' },
+      body: JSON.stringify({ sandbox_id: c.id, name: 'left-behind' }),
+      signal: ac.signal,
+    });
+    // The capsule is marked paused as soon as the host work starts: then the client goes away.
+    await waitFor(
+      'the snapshot to start',
+      async () =>
+        (await call('GET', `/v1/capsules/${c.id}`)).body.status === 'paused' ||
+        (await templateRow('left-behind')) !== undefined,
+    );
+    ac.abort();
+    await sent.then((r) => r.body?.cancel()).catch(() => {}); // aborted (or, on a fast disk, already answered)
+    await waitFor('the template', async () => (await templateRow('left-behind')) !== undefined);
+    await waitFor(
+      'the capsule back to running',
+      async () => (await call('GET', `/v1/capsules/${c.id}`)).body.status === 'running',
+    );
+    const copy = await newCapsule({ template: 'left-behind' });
+    assert.equal(await sh(copy.id, 'sha256sum -c /root/big.sum >/dev/null && echo intact'), 'intact\n');
+    ok(await call('DELETE', `/v1/capsules/${copy.id}`), 204);
+    ok(await call('DELETE', `/v1/capsules/${c.id}`), 204);
+    ok(await call('DELETE', '/v1/snapshots/left-behind'), 204);
   });
 });
