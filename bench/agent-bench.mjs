@@ -9,6 +9,7 @@ import fs from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { startAgent, newCapsuleId, removeDataDir } from '../packages/host-agent/dist/test/agent-harness.js';
 import { EnvdClient } from '../packages/host-agent/dist/src/envd-client.js';
+import { fmt, pct } from './lib.mjs';
 
 const CREATES = Number(process.env.AGENT_BENCH_CREATES ?? 50);
 const EXECS = Number(process.env.AGENT_BENCH_EXECS ?? 300);
@@ -17,11 +18,6 @@ const IDLE = Number(process.env.AGENT_BENCH_IDLE ?? 20);
 const CAP = Number(process.env.AGENT_BENCH_CAP ?? 150);
 const MIN_AVAILABLE = 4 * 1024 ** 3;
 
-const pct = (xs, p) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))];
-};
-const fmt = (ms) => `${ms.toFixed(1)} ms`;
 const memAvailable = () => {
   const m = /MemAvailable:\s+(\d+) kB/.exec(fs.readFileSync('/proc/meminfo', 'utf8'));
   return Number(m[1]) * 1024;

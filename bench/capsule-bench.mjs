@@ -8,30 +8,17 @@
 // and 20 concurrent creates (wall time, per-create p50/p95, failures).
 import { performance } from 'node:perf_hooks';
 import { startPlatform } from '../packages/testkit/dist/src/index.js';
+import { apiCaller, fmt, pct } from './lib.mjs';
 
 const CREATES = Number(process.env.CAPSULE_BENCH_CREATES ?? 30);
 const EXECS = Number(process.env.CAPSULE_BENCH_EXECS ?? 300);
 const CONCURRENT = Number(process.env.CAPSULE_BENCH_CONCURRENT ?? 20);
 
-const pct = (xs, p) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))];
-};
-const fmt = (ms) => `${ms.toFixed(1)} ms`;
 process.stdout.on('error', () => {});
 
 const p = await startPlatform({ prefix: 'cbn', subnetBase: '10.246' });
 const headers = { 'x-api-key': p.apiKey };
-async function call(method, url, body) {
-  const res = await fetch(p.baseUrl + url, {
-    method,
-    headers: { ...headers, ...(body ? { 'content-type': 'application/json' } : {}) },
-    body: body ? JSON.stringify(body) : undefined,
-  });
-  const text = await res.text();
-  if (!res.ok) throw new Error(`${method} ${url}: ${res.status} ${text}`);
-  return text ? JSON.parse(text) : undefined;
-}
+const call = apiCaller(p);
 const create = () => call('POST', '/v1/capsules', { template: 'minimal', memory_mb: 256 });
 const destroy = (id) => call('DELETE', `/v1/capsules/${id}`);
 

@@ -9,30 +9,16 @@
 // creates.
 import { performance } from 'node:perf_hooks';
 import { startPlatform } from '../packages/testkit/dist/src/index.js';
+import { apiCaller, fmt, pct } from './lib.mjs';
 
 const CREATES = Number(process.env.SNAPSHOT_BENCH_CREATES ?? 20);
 const NEW_MIB = Number(process.env.SNAPSHOT_BENCH_MIB ?? 100);
 
-const pct = (xs, p) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))];
-};
-const fmt = (ms) => `${ms.toFixed(1)} ms`;
 const mib = (bytes) => `${(bytes / 2 ** 20).toFixed(1)} MiB`;
 process.stdout.on('error', () => {});
 
 const p = await startPlatform({ prefix: 'sbn', subnetBase: '10.251' });
-const headers = { 'x-api-key': p.apiKey };
-async function call(method, url, body) {
-  const res = await fetch(p.baseUrl + url, {
-    method,
-    headers: { ...headers, ...(body ? { 'content-type': 'application/json' } : {}) },
-    body: body ? JSON.stringify(body) : undefined,
-  });
-  const text = await res.text();
-  if (!res.ok) throw new Error(`${method} ${url}: ${res.status} ${text}`);
-  return text ? JSON.parse(text) : undefined;
-}
+const call = apiCaller(p);
 const create = (template = 'minimal') => call('POST', '/v1/capsules', { template, memory_mb: 256 });
 const destroy = (id) => call('DELETE', `/v1/capsules/${id}`);
 const sh = async (id, script) => {

@@ -528,43 +528,17 @@ export class SandboxManager {
     teamId: string;
     templateId: string;
   }): Promise<{ sizeBytes: number }> {
-    const name = checkTemplateName(p.name);
-    if (name === '') throw invalidArgument('name is required');
-    const { teamId, templateId, dir } = this.snapshotDir(p.teamId, p.templateId);
-    const c = this.get(p.sandboxId);
-    return c.lock.run(async () => {
-      this.ensureCurrent(c);
-      if (await pathExists(dir)) throw alreadyExists(`template ${templateId} already exists on this host`);
-      const tmp = this.layout.templateSibling(dir, 'tmp', randomBytes(4).toString('hex'));
+    return this.toNewTemplate(p, async (c, { name, teamId, templateId, dir, tmp }) => {
       const wasRunning = c.state === 'running';
       c.busy++;
       try {
         if (wasRunning) await this.doPause(c);
         try {
-          await fs.mkdir(tmp, { recursive: true, mode: 0o755 });
-          const { sizeBytes } = await this.runtime.exportRootfs(c.id, this.layout.templateRootfs(tmp));
-          const meta = {
-            name,
-            type: 'snapshot',
-            team_id: teamId,
-            template_id: templateId,
-            source_capsule: c.id,
-            source_template: c.template,
-            created_at: new Date(this.now()).toISOString(),
-            size_bytes: sizeBytes,
-          };
-          await fs.writeFile(this.layout.templateMeta(tmp), JSON.stringify(meta, null, 2) + '\n');
-          await fs.rename(tmp, dir);
+          const sizeBytes = await this.writeTemplate(c, tmp, dir, { name, type: 'snapshot', teamId, templateId });
           this.log.info({ id: c.id, name, templateId, sizeBytes }, 'snapshot template created');
           return { sizeBytes };
         } catch (err) {
-          await removeTree(tmp).catch((e) => this.log.error({ err: e, tmp }, 'could not remove a failed snapshot'));
-          if (err instanceof ConnectError) throw err;
-          this.log.error({ id: c.id, err }, 'snapshot failed');
-          if (/ENOSPC|no space left/i.test(String((err as Error).message))) {
-            throw resourceExhausted('the host has no disk space left for the snapshot');
-          }
-          throw internal(`snapshot of capsule ${c.id} failed (details in the host agent log)`);
+          throw await this.templateError(c, tmp, err, 'snapshot');
         } finally {
           // A failed resume leaves the capsule paused (ListSandboxes says so); the snapshot stands.
           if (wasRunning) {
@@ -590,44 +564,19 @@ export class SandboxManager {
     teamId: string;
     templateId: string;
   }): Promise<{ sizeBytes: number }> {
-    const name = checkTemplateName(p.name);
-    if (name === '') throw invalidArgument('name is required');
-    const { teamId, templateId, dir } = this.snapshotDir(p.teamId, p.templateId);
-    const c = this.get(p.sandboxId);
-    return c.lock.run(async () => {
-      this.ensureCurrent(c);
-      if (await pathExists(dir)) throw alreadyExists(`template ${templateId} already exists on this host`);
-      const tmp = this.layout.templateSibling(dir, 'tmp', randomBytes(4).toString('hex'));
+    return this.toNewTemplate(p, async (c, { name, teamId, templateId, dir, tmp }) => {
       const wasRunning = c.state === 'running';
       let sizeBytes: number;
       c.busy++;
       try {
         if (wasRunning) await this.doPause(c);
-        await fs.mkdir(tmp, { recursive: true, mode: 0o755 });
-        ({ sizeBytes } = await this.runtime.exportRootfs(c.id, this.layout.templateRootfs(tmp)));
-        const meta = {
-          name,
-          type: 'base',
-          team_id: teamId,
-          template_id: templateId,
-          source_capsule: c.id,
-          source_template: c.template,
-          created_at: new Date(this.now()).toISOString(),
-          size_bytes: sizeBytes,
-        };
-        await fs.writeFile(this.layout.templateMeta(tmp), JSON.stringify(meta, null, 2) + '\n');
-        await fs.rename(tmp, dir);
+        sizeBytes = await this.writeTemplate(c, tmp, dir, { name, type: 'base', teamId, templateId });
       } catch (err) {
-        await removeTree(tmp).catch((e) => this.log.error({ err: e, tmp }, 'could not remove a failed flatten'));
+        const e = await this.templateError(c, tmp, err, 'flatten');
         if (wasRunning) {
-          await this.doResume(c).catch((e) => this.log.error({ id: c.id, err: e }, 'resume after flatten failed'));
+          await this.doResume(c).catch((re) => this.log.error({ id: c.id, err: re }, 'resume after flatten failed'));
         }
-        if (err instanceof ConnectError) throw err;
-        this.log.error({ id: c.id, err }, 'flatten failed');
-        if (/ENOSPC|no space left/i.test(String((err as Error).message))) {
-          throw resourceExhausted('the host has no disk space left for the template');
-        }
-        throw internal(`flattening capsule ${c.id} failed (details in the host agent log)`);
+        throw e;
       } finally {
         c.busy--;
       }
@@ -649,6 +598,73 @@ export class SandboxManager {
       this.log.info({ id: c.id, name, templateId, sizeBytes }, 'base template flattened; capsule destroyed');
       return { sizeBytes };
     });
+  }
+
+  /**
+   * Runs `fn` under the capsule's lock for a template that must not exist on
+   * this host yet: its checked name and ids, its directory and the temporary
+   * directory to write it in.
+   */
+  private async toNewTemplate<T>(
+    p: { sandboxId: string; name: string; teamId: string; templateId: string },
+    fn: (c: Capsule, t: { name: string; teamId: string; templateId: string; dir: string; tmp: string }) => Promise<T>,
+  ): Promise<T> {
+    const name = checkTemplateName(p.name);
+    if (name === '') throw invalidArgument('name is required');
+    const { teamId, templateId, dir } = this.snapshotDir(p.teamId, p.templateId);
+    const c = this.get(p.sandboxId);
+    return c.lock.run(async () => {
+      this.ensureCurrent(c);
+      if (await pathExists(dir)) throw alreadyExists(`template ${templateId} already exists on this host`);
+      const tmp = this.layout.templateSibling(dir, 'tmp', randomBytes(4).toString('hex'));
+      return fn(c, { name, teamId, templateId, dir, tmp });
+    });
+  }
+
+  /**
+   * The capsule's merged root file system and template.json, written into
+   * `tmp` and renamed to `dir` (a template directory is always whole). The
+   * capsule must be frozen meanwhile. Returns the template's size on disk.
+   */
+  private async writeTemplate(
+    c: Capsule,
+    tmp: string,
+    dir: string,
+    t: { name: string; type: 'snapshot' | 'base'; teamId: string; templateId: string },
+  ): Promise<number> {
+    await fs.mkdir(tmp, { recursive: true, mode: 0o755 });
+    const { sizeBytes } = await this.runtime.exportRootfs(c.id, this.layout.templateRootfs(tmp));
+    const meta = {
+      name: t.name,
+      type: t.type,
+      team_id: t.teamId,
+      template_id: t.templateId,
+      source_capsule: c.id,
+      source_template: c.template,
+      created_at: new Date(this.now()).toISOString(),
+      size_bytes: sizeBytes,
+    };
+    await fs.writeFile(this.layout.templateMeta(tmp), JSON.stringify(meta, null, 2) + '\n');
+    await fs.rename(tmp, dir);
+    return sizeBytes;
+  }
+
+  /** A failed writeTemplate: its half-written directory removed, the cause logged, a clear error for the caller. */
+  private async templateError(
+    c: Capsule,
+    tmp: string,
+    err: unknown,
+    what: 'snapshot' | 'flatten',
+  ): Promise<ConnectError> {
+    await removeTree(tmp).catch((e) => this.log.error({ err: e, tmp }, `could not remove a failed ${what}`));
+    if (err instanceof ConnectError) return err;
+    this.log.error({ id: c.id, err }, `${what} failed`);
+    if (/ENOSPC|no space left/i.test(String((err as Error).message))) {
+      return resourceExhausted(
+        `the host has no disk space left for the ${what === 'snapshot' ? 'snapshot' : 'template'}`,
+      );
+    }
+    return internal(`${what} of capsule ${c.id} failed (details in the host agent log)`);
   }
 
   /**

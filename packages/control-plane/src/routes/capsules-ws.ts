@@ -157,6 +157,21 @@ function intIn(v: unknown, field: string, min: number, max: number, dflt: number
   return v;
 }
 
+/**
+ * Runs `pump` (a host agent stream relayed to the socket), then closes with 1000; the client
+ * closing ends it quietly, any other failure closes with the error's status.
+ */
+async function relay(sess: WsSession, hostId: string, pump: () => Promise<void>): Promise<void> {
+  try {
+    await pump();
+    sess.close(1000, 'done');
+  } catch (err) {
+    if (sess.signal.aborted) return;
+    const e = errorOf(err, hostId);
+    sess.fail(e.message, e.status);
+  }
+}
+
 /** Exec-style events (exec/stream and processes/…/stream) as JSON messages; true when the process exited. */
 function execEventSender(sess: WsSession): (ev: ExecStreamResponse) => boolean {
   const out = new TextDecoder();
@@ -314,25 +329,16 @@ export function capsuleWsRoutes(app: App, ctx: RouteContext, svc: CapsuleService
         const live = await open(sess, request);
         if (!live) return;
         sess.listen(() => {}); // nothing to say to a follower
-        try {
-          const send = execEventSender(sess);
-          try {
-            for await (const ev of live.client.connectProcess(
-              { sandboxId: live.wireId, selector },
-              { signal: sess.signal },
-            )) {
-              send(ev);
-            }
-          } catch (err) {
-            if (!sess.signal.aborted) throw err;
+        const send = execEventSender(sess);
+        await relay(sess, live.host.id, async () => {
+          for await (const ev of live.client.connectProcess(
+            { sandboxId: live.wireId, selector },
+            { signal: sess.signal },
+          )) {
+            send(ev);
           }
-          sess.close(1000, 'done');
-        } catch (err) {
-          const e = errorOf(err, live.host.id);
-          sess.fail(e.message, e.status);
-        } finally {
-          await svc.touch(live.row.id);
-        }
+        });
+        await svc.touch(live.row.id);
       },
     });
 
@@ -370,24 +376,15 @@ export function capsuleWsRoutes(app: App, ctx: RouteContext, svc: CapsuleService
         if (!live) return;
         sess.listen(() => {}); // the client only closes
         const ping = setInterval(() => sess.send({ type: 'ping' }), ctx.pty.pingIntervalMs);
-        try {
-          try {
-            const req = { sandboxId: live.wireId, path: q.path, recursive: q.recursive === 'true', user: q.user ?? '' };
-            for await (const ev of live.client.watchDir(req, { signal: sess.signal })) {
-              const e = ev.event;
-              if (e.case === 'started') sess.send({ type: 'started' });
-              else if (e.case === 'change') sess.send({ type: 'event', name: e.value.name, op: e.value.op });
-            }
-          } catch (err) {
-            if (!sess.signal.aborted) throw err;
+        const req = { sandboxId: live.wireId, path: q.path, recursive: q.recursive === 'true', user: q.user ?? '' };
+        await relay(sess, live.host.id, async () => {
+          for await (const ev of live.client.watchDir(req, { signal: sess.signal })) {
+            const e = ev.event;
+            if (e.case === 'started') sess.send({ type: 'started' });
+            else if (e.case === 'change') sess.send({ type: 'event', name: e.value.name, op: e.value.op });
           }
-          sess.close(1000, 'done');
-        } catch (err) {
-          const e = errorOf(err, live.host.id);
-          sess.fail(e.message, e.status);
-        } finally {
-          clearInterval(ping);
-        }
+        });
+        clearInterval(ping);
       },
     });
 
