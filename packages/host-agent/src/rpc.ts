@@ -301,6 +301,15 @@ function execEvent(ev: ProcEvent): ExecStreamResponse {
   }
 }
 
+/** CreateSnapshot and FlattenRootfs: a capsule, a template name and the template's team and id. */
+function checkNewTemplate(req: { sandboxId: string; name: string; teamId: string; templateId: string }): void {
+  checkCapsuleId(req.sandboxId);
+  if (req.name === '') throw invalidArgument('name is required');
+  checkTemplateName(req.name);
+  checkUuidField('team_id', req.teamId);
+  checkUuidField('template_id', req.templateId);
+}
+
 function ptyEvent(ev: ProcEvent, tag: string): PtyAttachResponse | null {
   switch (ev.type) {
     case 'start':
@@ -593,11 +602,7 @@ function serviceImpl(opts: AgentServerOptions): ServiceImpl<typeof HostAgentServ
     },
 
     async createSnapshot(req) {
-      checkCapsuleId(req.sandboxId);
-      if (req.name === '') throw invalidArgument('name is required');
-      checkTemplateName(req.name);
-      checkUuidField('team_id', req.teamId);
-      checkUuidField('template_id', req.templateId);
+      checkNewTemplate(req);
       const { sizeBytes } = await m.createSnapshot(req);
       return { name: req.name, sizeBytes: BigInt(sizeBytes) };
     },
@@ -609,11 +614,7 @@ function serviceImpl(opts: AgentServerOptions): ServiceImpl<typeof HostAgentServ
       return {};
     },
     async flattenRootfs(req) {
-      checkCapsuleId(req.sandboxId);
-      if (req.name === '') throw invalidArgument('name is required');
-      checkTemplateName(req.name);
-      checkUuidField('team_id', req.teamId);
-      checkUuidField('template_id', req.templateId);
+      checkNewTemplate(req);
       const { sizeBytes } = await m.flattenRootfs(req);
       return { sizeBytes: BigInt(sizeBytes) };
     },

@@ -356,6 +356,8 @@ class BuildExecution {
   private capsuleGone = false;
   private logs: BuildLogEntry[] = [];
   private stepNo = 0;
+  /** Id of template files this build wrote on its host (removed if the build does not succeed). */
+  private templateOnHost: string | null = null;
   result: BuildResult | null = null;
 
   constructor(
@@ -682,8 +684,6 @@ class BuildExecution {
       startCommands,
     };
   }
-
-  private templateOnHost: string | null = null;
 
   /** Removes template files written by this build that no row records (the build did not succeed). */
   async removeTemplateFiles(): Promise<void> {
